@@ -1,0 +1,38 @@
+"""``ocr-ft``: the command line. Each subcommand lives with its room and is imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module, function, one-line help). The function takes argv (list[str]) and returns an exit code.
+COMMANDS = {
+    "demo": ("ocr_ft.demo", "main", "materialize the whole offline graph on the embedded defaults"),
+    "train": ("ocr_ft.train.cli", "main", "train / dry-run / build the tiny model / merge an adapter"),
+    "evaluate": ("ocr_ft.evaluate.cli", "evaluate_main", "evaluate a model or endpoint on a test JSONL"),
+    "teds": ("ocr_ft.evaluate.cli", "teds_main", "TEDS of PubTabNet-style prediction/ground-truth files"),
+    "dart": ("ocr_ft.sources.dart_cli", "main", "DART tools: `ocr-ft dart extract DOCUMENT --out DIR`"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: ocr-ft COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<10} {helptext}" for name, (_, _, helptext) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"ocr-ft: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

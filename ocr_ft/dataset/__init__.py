@@ -1,0 +1,1 @@
+"""The dataset stage: records, per-pair validation, dedup, categories, splits and exports."""

@@ -1,0 +1,23 @@
+"""HTML table model: parse, grid, normalise, validate, nesting depth, repair. Plain Python (lxml)."""
+
+from .model import (
+    Cell,
+    Grid,
+    Row,
+    Table,
+    TableParseError,
+    build_grid,
+    nesting_depth,
+    normalize_text,
+    parse_document,
+    parse_tables,
+)
+from .normalize import normalize_html, normalize_tables, table_to_html
+from .repair import RepairResult, repair_html
+from .validate import ValidationReport, validate_label, validate_tables
+
+__all__ = [
+    "Cell", "Grid", "Row", "Table", "TableParseError", "build_grid", "nesting_depth", "normalize_text",
+    "parse_document", "parse_tables", "normalize_html", "normalize_tables", "table_to_html", "RepairResult",
+    "repair_html", "ValidationReport", "validate_label", "validate_tables",
+]
