@@ -76,13 +76,14 @@ class Record:
     image_sha256: str
     image_width: int
     image_height: int
+    image_phash: str = ""  # 64-bit perceptual hash (hex) used by near-duplicate detection
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Record":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 def split_manifest(rows: list[dict[str, Any]]) -> tuple[list[RawPair], list[Reject]]:

@@ -1,0 +1,164 @@
+"""The dataset, its splits and the LLaMA-Factory export, with their asset checks."""
+
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from ..dataset.build import build_dataset, build_splits, load_dataset, load_split
+from ..dataset.dedup import DedupConfig
+from ..dataset.export import export_llamafactory
+from ..dataset.records import CATEGORIES
+from ..dataset.splits import SPLITS, SplitConfig, leakage
+from ..resources import OcrFtPaths
+from ..storage import sha256_file, sha256_json
+from ..tables import validate_label
+from .automation import on_upstream_change, on_upstream_change_allow_missing
+
+GROUP = "dataset"
+
+
+class DatasetConfig(dg.Config):
+    max_hamming: int = Field(4, description="Near-duplicate: max perceptual-hash distance (bits of 64).")
+    min_text_similarity: float = Field(0.95, description="Near-duplicate: min cell-text similarity (0-1).")
+
+
+def dataset_asset(validation_assets: list[dg.AssetsDefinition]) -> dg.AssetsDefinition:
+    sources = sorted(a.key.path[-1].removesuffix("_validated") for a in validation_assets)
+
+    @dg.asset(
+        name="dataset",
+        deps=[a.key for a in validation_assets],
+        group_name=GROUP,
+        code_version="1",
+        automation_condition=on_upstream_change_allow_missing,
+        kinds={"python"},
+        description="Validated pairs of every source, exact and near duplicates removed, categories assigned; "
+        "every reject (load, validation, dedup) kept in rejects.jsonl with its reason.",
+    )
+    def dataset(context: dg.AssetExecutionContext, config: DatasetConfig, paths: OcrFtPaths) -> dg.MaterializeResult:
+        files = sorted(p for s in sources for p in (paths.sub("validated", s)).glob("*.jsonl"))
+        if not files:
+            raise dg.Failure(f"no validated partitions under {paths.sub('validated')}: materialize a source "
+                             f"({', '.join(sources)}) and its _validated asset first")
+        context.log.info(f"merging {len(files)} validated partitions")
+        stats = build_dataset(files, paths.sub("dataset"),
+                              DedupConfig(max_hamming=config.max_hamming, min_text_similarity=config.min_text_similarity))
+        context.log.info(f"dataset: {stats['records']} records, {stats['rejects']} rejects {stats['reject_reasons']}")
+        return dg.MaterializeResult(
+            metadata={
+                "records": stats["records"],
+                "rejects": stats["rejects"],
+                "by_source": stats["by_source"],
+                "by_category": stats["by_category"],
+                "reject_reasons": stats["reject_reasons"],
+                "partitions_merged": len(files),
+                "path": dg.MetadataValue.path(str(paths.sub("dataset", "dataset.jsonl"))),
+                "rejects_path": dg.MetadataValue.path(str(paths.sub("dataset", "rejects.jsonl"))),
+            },
+            data_version=dg.DataVersion(stats["data_version"]),
+        )
+
+    return dataset
+
+
+class SplitsConfig(dg.Config):
+    seed: int = Field(42, description="Split seed: the same seed and data always give the same splits.")
+    val_ratio: float = 0.10
+    test_ratio: float = 0.05
+    curated_test_file: str = Field(
+        default_factory=lambda: os.environ.get("OCR_FT_CURATED_TEST", ""),
+        description="Optional text file, one original file name or content hash a line, forced into test.",
+    )
+    oversample: dict[str, int] = Field(default_factory=dict,
+                                       description="Copies in train per category, e.g. {nested_3level: 2}.")
+
+    def split_config(self) -> SplitConfig:
+        curated: tuple[str, ...] = ()
+        if self.curated_test_file:
+            path = Path(self.curated_test_file)
+            if not path.is_file():
+                raise dg.Failure(f"curated test list {path} does not exist")
+            curated = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        unknown = set(self.oversample) - set(CATEGORIES)
+        if unknown:
+            raise dg.Failure(f"oversample names unknown categories {sorted(unknown)}; known: {list(CATEGORIES)}")
+        return SplitConfig(seed=self.seed, val_ratio=self.val_ratio, test_ratio=self.test_ratio,
+                           curated_test=curated, oversample=dict(self.oversample))
+
+
+@dg.asset(deps=["dataset"], group_name=GROUP, code_version="1", automation_condition=on_upstream_change,
+          kinds={"python"}, description="Deterministic, stratified train/val/test; a duplicate group never crosses splits.")
+def splits(context: dg.AssetExecutionContext, config: SplitsConfig, paths: OcrFtPaths) -> dg.MaterializeResult:
+    stats = build_splits(paths.sub("dataset"), paths.sub("splits"), config.split_config())
+    context.log.info(f"splits: {stats['counts']}")
+    return dg.MaterializeResult(
+        metadata={**{f"{k}_count": v for k, v in stats["counts"].items()},
+                  "by_category": stats["by_category"], "by_source": stats["by_source"],
+                  "path": dg.MetadataValue.path(str(paths.sub("splits")))},
+        data_version=dg.DataVersion(stats["data_version"]),
+    )
+
+
+@dg.asset(deps=["splits"], group_name=GROUP, code_version="1", automation_condition=on_upstream_change,
+          kinds={"python"}, description="LLaMA-Factory ShareGPT export with dataset_info.json (self-contained folder).")
+def llamafactory_export(context: dg.AssetExecutionContext, paths: OcrFtPaths) -> dg.MaterializeResult:
+    data = {name: load_split(paths.sub("splits"), name) for name in SPLITS}
+    out = paths.sub("export", "llamafactory")
+    counts = export_llamafactory(data, paths.root, out)
+    files = ["dataset_info.json", *(f"{s}_sharegpt.json" for s in SPLITS)]
+    version = sha256_json({f: sha256_file(out / f) for f in files})
+    return dg.MaterializeResult(
+        metadata={**{f"{k}_count": v for k, v in counts.items()}, "path": dg.MetadataValue.path(str(out))},
+        data_version=dg.DataVersion(version),
+    )
+
+
+@dg.asset_check(asset="dataset", description="Every record's label re-validates and its image file exists.")
+def dataset_records_valid(paths: OcrFtPaths) -> dg.AssetCheckResult:
+    records, _ = load_dataset(paths.sub("dataset"))
+    bad = []
+    for r in records:
+        rep = validate_label(r.ground_truth_html)
+        if not rep.ok:
+            bad.append(f"{r.metadata.get('original_filename')}: {rep.problems[:1]}")
+        elif not (paths.root / r.image_path).is_file():
+            bad.append(f"{r.metadata.get('original_filename')}: image {r.image_path} missing")
+    dupes = len(records) - len({r.content_hash for r in records})
+    if dupes:
+        bad.append(f"{dupes} duplicate content hashes")
+    return dg.AssetCheckResult(passed=not bad, metadata={"records": len(records), "problems": len(bad),
+                                                          "examples": "\n".join(bad[:10])})
+
+
+@dg.asset_check(asset="dataset", description="Category counts; warns when a category has no records.")
+def dataset_category_counts(paths: OcrFtPaths) -> dg.AssetCheckResult:
+    records, _ = load_dataset(paths.sub("dataset"))
+    counts = Counter(r.category for r in records)
+    missing = [c for c in CATEGORIES if not counts.get(c)]
+    return dg.AssetCheckResult(passed=not missing, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={**{c: counts.get(c, 0) for c in CATEGORIES}, "missing": ", ".join(missing)})
+
+
+@dg.asset_check(asset="splits", description="No record and no duplicate group is in more than one split.")
+def splits_no_leakage(paths: OcrFtPaths) -> dg.AssetCheckResult:
+    _, groups = load_dataset(paths.sub("dataset"))
+    data = {name: load_split(paths.sub("splits"), name) for name in SPLITS}
+    problems = leakage(data, groups)
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": len(problems), "examples": "\n".join(problems[:10])})
+
+
+@dg.asset_check(asset="splits", description="Category counts per split; warns when a category of train is absent from val or test.")
+def splits_category_counts(paths: OcrFtPaths) -> dg.AssetCheckResult:
+    data = {name: load_split(paths.sub("splits"), name) for name in SPLITS}
+    counts = {name: Counter(r.category for r in rs) for name, rs in data.items()}
+    gaps = [f"{c} missing from {s}" for c in counts["train"] for s in ("val", "test") if not counts[s].get(c)]
+    return dg.AssetCheckResult(passed=not gaps, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={**{f"{s}_{c}": counts[s].get(c, 0) for s in SPLITS for c in CATEGORIES},
+                                         "gaps": "\n".join(gaps)})
+
+
+DATASET_CHECKS = [dataset_records_valid, dataset_category_counts, splits_no_leakage, splits_category_counts]
