@@ -9,11 +9,16 @@ Image paths are always relative to the data directory (see :class:`ocr_ft.storag
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 CATEGORIES = ("plain", "merged", "nested_2level", "nested_3level")
 SOURCES = ("existing", "dart", "fss", "wiki", "synthetic", "synthetic_shilu")
+
+
+def _shallow(obj) -> dict[str, Any]:
+    """Field dict without dataclasses.asdict's deep copy (records are written, never mutated, after this)."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
 
 
 @dataclass
@@ -25,7 +30,7 @@ class RawPair:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "pair", **asdict(self)}
+        return {"kind": "pair", **_shallow(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RawPair":
@@ -49,7 +54,7 @@ class Reject:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "reject", **asdict(self)}
+        return {"kind": "reject", **_shallow(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Reject":
@@ -79,7 +84,7 @@ class Record:
     image_phash: str = ""  # 64-bit perceptual hash (hex) used by near-duplicate detection
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _shallow(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Record":
