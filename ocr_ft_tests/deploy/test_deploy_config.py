@@ -1,0 +1,76 @@
+"""Deployment files validated with Dagster's own config schemas (no Docker engine or cluster runs here)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster._config import process_config, validate_config
+from dagster._core.instance.config import dagster_instance_config_schema
+from dagster._core.workspace.config_schema import process_workspace_config
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {"DAGSTER_POSTGRES_HOST": "postgres", "DAGSTER_POSTGRES_USER": "dagster", "DAGSTER_POSTGRES_PASSWORD": "x",
+       "DAGSTER_POSTGRES_DB": "dagster", "OCR_FT_USER_CODE_IMAGE": "ocr-ft-user-code:latest"}
+
+
+def load(rel: str) -> dict:
+    return yaml.safe_load((ROOT / rel).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(autouse=True)
+def deployment_env(monkeypatch):
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+
+
+@pytest.mark.parametrize("rel", ["dagster.yaml", "docker/dagster.yaml", "docker/k8s/dagster.yaml"])
+def test_instance_configs_validate(rel):
+    result = validate_config(dagster_instance_config_schema(), load(rel))
+    assert result.success, result.errors
+
+
+def test_local_instance_has_gpu_and_api_pools_of_one():
+    cfg = load("dagster.yaml")
+    assert cfg["concurrency"]["pools"]["default_limit"] == 1
+    assert {"key": "ocr_ft/gpu", "limit": 1} in cfg["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert cfg["telemetry"]["enabled"] is False
+
+
+def test_docker_storage_and_launcher_validate_against_their_classes():
+    from dagster_docker import DockerRunLauncher
+    from dagster_postgres import DagsterPostgresStorage
+
+    cfg = load("docker/dagster.yaml")
+    for cls, section in [(DockerRunLauncher, cfg["run_launcher"]["config"]), (DagsterPostgresStorage, cfg["storage"]["postgres"])]:
+        res = process_config(cls.config_type(), section)
+        assert res.success, (cls.__name__, res.errors)
+
+
+def test_k8s_launcher_and_training_pod_validate():
+    from dagster_k8s import K8sRunLauncher
+    from dagster_k8s.job import UserDefinedDagsterK8sConfig
+
+    res = process_config(K8sRunLauncher.config_type(), load("docker/k8s/dagster.yaml")["run_launcher"]["config"])
+    assert res.success, res.errors
+    pod = UserDefinedDagsterK8sConfig.from_dict(load("docker/k8s/training_pod.yaml"))
+    assert pod.container_config["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_compose_wires_workspace_to_the_code_server():
+    compose = load("docker/compose.yaml")
+    services = compose["services"]
+    assert {"postgres", "ocr_ft_user_code", "webserver", "daemon"} <= set(services)
+    workspace = load("workspace.yaml")
+    assert process_workspace_config(workspace).success
+    grpc = workspace["load_from"][0]["grpc_server"]
+    assert grpc["host"] == "ocr_ft_user_code" and grpc["location_name"] == "ocr_ft"
+    dockerfile = (ROOT / services["ocr_ft_user_code"]["build"]["dockerfile"]).read_text()
+    assert f'"-p", "{grpc["port"]}"' in dockerfile and "ocr_ft.definitions" in dockerfile
+    assert "chromium" in dockerfile and "fonts-noto-cjk" in dockerfile
+    for name in ("webserver", "daemon"):
+        assert "workspace.yaml" in services[name]["entrypoint"]
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    env = services["webserver"]["environment"]
+    assert env["DAGSTER_POSTGRES_HOST"] == "postgres"
+    # the launcher's network is the compose network, so run containers reach postgres
+    assert load("docker/dagster.yaml")["run_launcher"]["config"]["network"] in compose["networks"]
