@@ -1,0 +1,152 @@
+"""Training assets: the tiny offline base model and the LoRA checkpoint (trained out of process via Pipes)."""
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from ..resources import OcrFtPaths
+from ..storage import atomic_write_json, read_jsonl, sha256_file, sha256_json
+from .automation import on_upstream_change
+
+GROUP = "training"
+TINY = "tiny"
+TINY_CODE_VERSION = "1"
+GPU_TAGS = {"ocr_ft/gpu": "1"}
+K8S_TRAINING_POD = Path(__file__).resolve().parents[2] / "docker" / "k8s" / "training_pod.yaml"
+
+
+class TinyModelConfig(dg.Config):
+    seed: int = Field(0, description="Seed of the tiny model's random weights.")
+    vocab_size: int = Field(8192, description="Size of the tokenizer trained on the training labels.")
+
+
+@dg.asset(deps=["splits"], group_name=GROUP, code_version=TINY_CODE_VERSION, automation_condition=on_upstream_change,
+          kinds={"pytorch"}, description="A GLM-OCR-architecture model of a few million parameters with a tokenizer "
+          "trained on the training labels: the offline default base model, loaded with from_pretrained like real weights.")
+def tiny_base_model(context: dg.AssetExecutionContext, config: TinyModelConfig, paths: OcrFtPaths) -> dg.MaterializeResult:
+    from ..train.tiny import build_tiny_model
+
+    texts = [r["ground_truth_html"] for r in read_jsonl(paths.sub("splits", "train.jsonl"))]
+    version = sha256_json([TINY_CODE_VERSION, config.seed, config.vocab_size, texts])
+    out = paths.sub("models", TINY, version[:16])
+    if not (out / "config.json").is_file():
+        context.log.info(f"building the tiny model on {len(texts)} training labels")
+        build_tiny_model(out, texts, seed=config.seed, vocab_size=config.vocab_size)
+    else:
+        context.log.info(f"tiny model {out.name} already built for these labels")
+    atomic_write_json(paths.sub("models", TINY, "latest.json"), {"path": str(out), "data_version": version})
+    weights = sum(p.stat().st_size for p in out.glob("*.safetensors"))
+    return dg.MaterializeResult(
+        metadata={"path": dg.MetadataValue.path(str(out)), "labels": len(texts), "weights_mib": round(weights / 2**20, 2)},
+        data_version=dg.DataVersion(version),
+    )
+
+
+class LoraTrainingConfig(dg.Config):
+    base_model: str = Field(
+        default_factory=lambda: os.environ.get("OCR_FT_BASE_MODEL", TINY),
+        description="`tiny` (offline default, built by tiny_base_model), a local model directory, or a hub id such "
+        "as zai-org/GLM-OCR (env OCR_FT_BASE_MODEL).",
+    )
+    config_file: str = Field(
+        default_factory=lambda: os.environ.get("OCR_FT_TRAIN_CONFIG", ""),
+        description="YAML overlay on the seed recipe (ocr_ft/train/default.yaml); env OCR_FT_TRAIN_CONFIG.",
+    )
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Training keys set last, e.g. {max_steps: 50}.")
+    log_every_s: float = Field(10.0, description="Seconds between progress lines in the run log.")
+
+
+def resolve_training_config(cfg: LoraTrainingConfig, paths: OcrFtPaths) -> tuple[str, dict[str, Any], str]:
+    """(config overlay file, overrides incl. base_model, identity of the base model)."""
+    from ..train.config import TINY_CONFIG_PATH, load_config
+
+    overrides = dict(cfg.overrides)
+    config_file = cfg.config_file
+    if cfg.base_model == TINY:
+        pointer = paths.sub("models", TINY, "latest.json")
+        if not pointer.is_file():
+            raise dg.Failure("base_model is `tiny` but tiny_base_model was never materialized; materialize it first")
+        info = json.loads(pointer.read_text(encoding="utf-8"))
+        overrides["base_model"] = info["path"]
+        identity = info["data_version"]
+        if not config_file:
+            config_file = str(TINY_CONFIG_PATH)
+    else:
+        overrides["base_model"] = cfg.base_model
+        local = Path(cfg.base_model)
+        identity = (sha256_json({p.name: p.stat().st_size for p in sorted(local.iterdir()) if p.is_file()})
+                    if local.is_dir() else cfg.base_model)
+    if config_file and not Path(config_file).is_file():
+        raise dg.Failure(f"training config overlay {config_file} does not exist")
+    load_config(config_file or None, **overrides)  # fail here, with the key named, before launching anything
+    return config_file, overrides, identity
+
+
+class TrainingLauncher(dg.ConfigurableResource):
+    """Where training runs: `subprocess` (this machine) or `k8s` (a GPU pod via the Kubernetes Pipes client,
+    image from OCR_FT_USER_CODE_IMAGE, pod spec from docker/k8s/training_pod.yaml)."""
+
+    kind: str = "subprocess"
+    image: str = ""
+    namespace: str = "ocr-ft"
+
+    def run(self, context: dg.AssetExecutionContext, extras: dict[str, Any]):
+        command = [sys.executable, "-m", "ocr_ft.defs.pipes_training"]
+        if self.kind == "subprocess":
+            return dg.PipesSubprocessClient().run(command=command, context=context, extras=extras)
+        if self.kind == "k8s":
+            import yaml
+            from dagster_k8s import PipesK8sClient  # the `deploy` extra
+
+            pod = yaml.safe_load(K8S_TRAINING_POD.read_text(encoding="utf-8"))
+            return PipesK8sClient().run(
+                context=context, image=self.image or os.environ["OCR_FT_USER_CODE_IMAGE"], command=["python", "-m",
+                "ocr_ft.defs.pipes_training"], namespace=self.namespace, extras=extras,
+                base_pod_spec={**pod.get("pod_spec_config", {}), "containers": [{
+                    "name": "dagster-pipes-execution", **{k: v for k, v in pod["container_config"].items()}}]},
+            )
+        raise dg.Failure(f"unknown training launcher kind {self.kind!r}: use subprocess or k8s")
+
+
+@dg.asset(deps=["splits", "tiny_base_model"], group_name=GROUP, code_version="1", pool="gpu", op_tags=GPU_TAGS,
+          automation_condition=on_upstream_change, kinds={"pytorch"},
+          description="LoRA adapter of the base model trained on the train split (transformers + peft), in a separate "
+          "process through Dagster Pipes. Output folder addressed by the hash of config, data and base model.")
+def lora_checkpoint(context: dg.AssetExecutionContext, config: LoraTrainingConfig, paths: OcrFtPaths,
+                    training_launcher: TrainingLauncher) -> dg.MaterializeResult:
+    from ..train.config import load_config
+
+    config_file, overrides, identity = resolve_training_config(config, paths)
+    train_path, val_path = paths.sub("splits", "train.jsonl"), paths.sub("splits", "val.jsonl")
+    if not train_path.is_file():
+        raise dg.Failure(f"{train_path} is missing: materialize splits first")
+    train_cfg = load_config(config_file or None, **overrides)
+    fingerprint = sha256_json([train_cfg.fingerprint(), identity, sha256_file(train_path),
+                               sha256_file(val_path) if val_path.is_file() else ""])
+    out = paths.sub("checkpoints", fingerprint[:16])
+    context.log.info(f"training {config.base_model} -> {out}")
+    extras = {"train": str(train_path), "val": str(val_path), "data_dir": str(paths.root), "output_dir": str(out),
+              "config_file": config_file, "overrides": overrides, "fingerprint": fingerprint,
+              "log_every_s": config.log_every_s}
+    result = training_launcher.run(context, extras).get_materialize_result()
+    atomic_write_json(paths.sub("checkpoints", "latest.json"), {"path": str(out), "data_version": fingerprint})
+    return result
+
+
+@dg.asset_check(asset=lora_checkpoint, description="The final training loss is clearly below the initial one (<= 90%).")
+def lora_loss_decreased(paths: OcrFtPaths) -> dg.AssetCheckResult:
+    pointer = json.loads(paths.sub("checkpoints", "latest.json").read_text(encoding="utf-8"))
+    summary = json.loads((Path(pointer["path"]) / "summary.json").read_text(encoding="utf-8"))
+    first, last = summary.get("initial_train_loss"), summary.get("final_train_loss")
+    passed = first is not None and last is not None and last <= 0.9 * first
+    return dg.AssetCheckResult(passed=bool(passed), metadata={"initial_train_loss": first, "final_train_loss": last,
+                                                             "ratio": round(last / first, 4) if first and last else None})
+
+
+TRAINING_ASSETS = [tiny_base_model, lora_checkpoint]
+TRAINING_CHECKS = [lora_loss_decreased]
