@@ -1,7 +1,8 @@
 """Deterministic, stratified, group-aware train/val/test splits.
 
 * The same records, seed and ratios always give the same splits (order of input does not matter).
-* Stratified by ``(category, source)``: each stratum is split close to the requested ratios.
+* Stratified by ``(category, source)``: each stratum is split close to the requested ratios; rounding left
+  over by small strata carries to the next, so val and test are filled even from many small strata.
 * A duplicate group (see :mod:`ocr_ft.dataset.dedup`) is assigned as a whole: it never crosses splits.
 * A curated test list (file names or content hashes) is honoured: those records, and their groups, go to
   ``test`` whatever the ratios say.
@@ -55,6 +56,10 @@ def assign_splits(records: list[Record], groups: dict[str, str], cfg: SplitConfi
             continue
         head = min(rs, key=lambda r: r.content_hash)
         strata[(head.category, head.source)].append(gid)
+    # Within a stratum each group goes to the split furthest below its share so far. What a small stratum
+    # cannot give exactly (a 3-record stratum has no room for a 10 % val share) is carried over to the next
+    # strata, so small strata still fill val and test overall.
+    carry = dict.fromkeys(SPLITS, 0.0)
     for key in sorted(strata):
         gids = sorted(strata[key], key=lambda g: _rank(cfg.seed, g))
         counts = dict.fromkeys(SPLITS, 0)
@@ -62,11 +67,12 @@ def assign_splits(records: list[Record], groups: dict[str, str], cfg: SplitConfi
         for gid in gids:
             size = len(members[gid])
             total += size
-            # the split furthest below its share of what has been assigned so far (ties: train, val, test)
-            split = max(SPLITS, key=lambda s: (ratios[s] * total - counts[s], -SPLITS.index(s)))
+            split = max(SPLITS, key=lambda s: (ratios[s] * total - counts[s] + carry[s], -SPLITS.index(s)))
             counts[split] += size
             for r in members[gid]:
                 assignment[r.content_hash] = split
+        for s in SPLITS:
+            carry[s] += ratios[s] * total - counts[s]
     return assignment
 
 

@@ -243,3 +243,14 @@ def test_build_dataset_splits_and_export(tmp_path, data_dir):
     assert entry["messages"][0]["content"] == "<image>Table Recognition:"
     assert entry["messages"][1]["content"].startswith("<table>")
     assert not Path(entry["images"][0]).is_absolute() and (data_dir / "export" / entry["images"][0]).is_file()
+
+
+def test_many_small_strata_still_fill_val_and_test(data_dir):
+    store = store_for(data_dir)
+    pairs = [RawPair(src, f"{src}{i}.png", store.put_bytes(make_png(500 + 10 * k + i))[1],
+                     nested_html(500 + 10 * k + i, 1 + i % 3))
+             for k, src in enumerate(("existing", "dart", "fss", "wiki", "synthetic", "synthetic_shilu"))
+             for i in range(3)]
+    res = deduplicate(_records(data_dir, pairs))
+    s = make_splits(res.kept, res.groups, SplitConfig(val_ratio=0.2, test_ratio=0.1))
+    assert len(s["val"]) >= 3 and len(s["test"]) >= 1  # 18 records in 18 one-record strata
