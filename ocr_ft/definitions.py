@@ -1,13 +1,24 @@
 """The Definitions of the ocr_ft code location: assets, checks, schedules, sensors, resources. Wiring only."""
 
+import os
+
 import dagster as dg
 
 from .defs.dataset import DATASET_CHECKS, dataset_asset, llamafactory_export, splits
+from .defs.scraped import SCHEDULES, SCRAPED_ASSETS, SCRAPED_VALIDATION_ASSETS
 from .defs.sources import SOURCE_ASSETS, VALIDATION_ASSETS
-from .resources import default_paths
+from .defs.training import TRAINING_ASSETS, TRAINING_CHECKS, TrainingLauncher
+from .resources import default_resources
+
+validation_assets = [*VALIDATION_ASSETS, *SCRAPED_VALIDATION_ASSETS]
 
 defs = dg.Definitions(
-    assets=[*SOURCE_ASSETS, *VALIDATION_ASSETS, dataset_asset(VALIDATION_ASSETS), splits, llamafactory_export],
-    asset_checks=DATASET_CHECKS,
-    resources={"paths": default_paths()},
+    assets=[*SOURCE_ASSETS, *SCRAPED_ASSETS, *validation_assets, dataset_asset(validation_assets), splits,
+            llamafactory_export, *TRAINING_ASSETS],
+    asset_checks=[*DATASET_CHECKS, *TRAINING_CHECKS],
+    schedules=SCHEDULES,
+    resources={
+        **default_resources(),
+        "training_launcher": TrainingLauncher(kind=os.environ.get("OCR_FT_TRAINING_LAUNCHER", "subprocess")),
+    },
 )

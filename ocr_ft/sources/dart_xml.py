@@ -1,0 +1,318 @@
+"""Tables out of DART filing documents (dart3.xsd XML) as clean HTML labels.
+
+A filing's documents are XML in the ``dart3.xsd`` vocabulary: ``DOCUMENT`` > ``BODY`` > ``SECTION-1/2/3``
+with ``TITLE``, ``P``, ``TABLE-GROUP`` > ``TABLE`` > ``COLGROUP``/``THEAD``/``TBODY`` > ``TR`` > ``TH``/``TD``/
+``TE``/``TU`` (``TE`` and ``TU`` are data cells carrying extraction and unit marks), with ``COLSPAN``/``ROWSPAN``
+in upper case. Real documents are messy:
+
+* the XML declaration may say ``utf-8`` while the bytes are cp949 (EUC-KR): :func:`decode_xml` tries a strict
+  UTF-8 decode and falls back to cp949; a declared ``euc-kr``/``cp949``/``ks_c_5601`` is honoured first;
+* HTML entities (``&nbsp;``) and DART's own ``&cr;`` appear although XML does not define them, and bare
+  ``&`` too: they are turned into characters before parsing;
+* markup is sometimes broken: lxml parses with ``recover=True``.
+
+Every top-level ``TABLE`` (one not inside another) becomes one :class:`ExtractedTable`: HTML in the
+normalised label form (``TH`` -> ``th``; ``TD``, ``TE``, ``TU`` -> ``td``; spans kept; a table inside a
+cell stays nested in that cell), its grid size, and its provenance (nearest preceding section ``TITLE``
+and nearest preceding ``TITLE`` of any kind, index in the document). A table is kept when its grid has at
+least ``min_rows`` rows and ``min_cols`` columns and some text; the others carry the reason they were not.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import asdict, dataclass, field
+from html import escape
+from html.entities import name2codepoint
+
+import lxml.etree as etree
+
+from ..tables import build_grid, normalize_html, normalize_text, parse_tables
+
+KOREAN_ENCODINGS = {
+    "euc-kr", "euc_kr", "euckr", "cp949", "ms949", "uhc", "windows-949", "x-windows-949", "ks_c_5601-1987",
+    "ks_c_5601", "ksc5601", "ksc_5601", "korean",
+}
+_DECL = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9_.:-]+)[\"']", re.IGNORECASE)
+_DECL_TEXT = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
+_ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
+_BARE_AMP = re.compile(r"&(?!#\d+;|#[xX][0-9A-Fa-f]+;|[A-Za-z][A-Za-z0-9]*;)")
+_XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
+
+_CELL_TAGS = {"TH", "TD", "TE", "TU"}
+_BREAK_TAGS = {"P", "BR", "PGBRK", "TITLE", "DIV", "LI"}
+_SKIP_TAGS = {"COLGROUP", "COL", "IMAGE", "IMG", "LIBRARY"}
+
+
+class DartXmlError(ValueError):
+    """A document that cannot be read at all (no element could be recovered)."""
+
+
+def decode_xml(data: bytes) -> tuple[str, str]:
+    """Decode a DART XML document; return ``(text, encoding used)``.
+
+    Order: a BOM; a declared Korean encoding (decoded as cp949, a superset of EUC-KR); strict UTF-8; strict
+    cp949; cp949 with replacement characters as the last resort (reported as ``"cp949-replace"``).
+    """
+    if data.startswith(codecs.BOM_UTF8):
+        return data[len(codecs.BOM_UTF8):].decode("utf-8", errors="replace"), "utf-8-sig"
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", errors="replace"), "utf-16"
+    m = _DECL.match(data[:512])
+    declared = m.group(1).decode("ascii").lower() if m else None
+    if declared in KOREAN_ENCODINGS:
+        try:
+            return data.decode("cp949"), "cp949"
+        except UnicodeDecodeError:
+            pass  # the declaration lies the other way round: try UTF-8 below
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp949"), "cp949"
+    except UnicodeDecodeError:
+        return data.decode("cp949", errors="replace"), "cp949-replace"
+
+
+def _fix_entities(text: str) -> str:
+    def named(m: re.Match) -> str:
+        name = m.group(1)
+        if name in _XML_ENTITIES:
+            return m.group(0)
+        if name.lower() == "cr":
+            return "&#10;"
+        cp = name2codepoint.get(name)
+        return f"&#{cp};" if cp is not None else ""
+
+    return _BARE_AMP.sub("&amp;", _ENTITY.sub(named, text))
+
+
+def _count_cells(root) -> int:
+    """Cells where the table reader finds them: in a TR that sits in a TABLE or one of its sections."""
+    n = 0
+    for el in root.iter():
+        if not isinstance(el.tag, str) or el.tag.upper() not in _CELL_TAGS:
+            continue
+        tr = el.getparent()
+        holder = tr.getparent() if tr is not None else None
+        if tr is not None and tr.tag.upper() == "TR" and holder is not None and isinstance(holder.tag, str) and \
+                holder.tag.upper() in ("TABLE", "THEAD", "TBODY", "TFOOT"):
+            n += 1
+    return n
+
+
+def parse_xml(data: bytes) -> tuple[etree._Element, str, str]:
+    """Parse DART XML bytes leniently; return ``(root element, encoding used, parser used)``.
+
+    The XML parser runs first (``recover=True``). When the document is not well-formed, libxml2's XML
+    recovery can lose whole rows (an unclosed ``TD``, a bare ``<`` in text); the HTML parser, which knows
+    that cells close each other, is tried as well and its tree is used when it holds more table cells.
+    The parser used is reported as ``"xml"``, ``"xml-recover"`` or ``"html"``. Raises :class:`DartXmlError`.
+    """
+    if not data or not data.strip():
+        raise DartXmlError("document is empty")
+    text, encoding = decode_xml(data)
+    payload = _fix_entities(_DECL_TEXT.sub("", text, count=1)).encode("utf-8")
+    parser = etree.XMLParser(
+        recover=True, huge_tree=True, resolve_entities=False, no_network=True, remove_comments=True, remove_pis=True
+    )
+    try:
+        root = etree.fromstring(payload, parser)
+    except etree.XMLSyntaxError:  # recover=True rarely gives up, but it can
+        root = None
+    if root is not None and not parser.error_log:
+        return root, encoding, "xml"
+    html_root = etree.fromstring(
+        payload,
+        etree.HTMLParser(recover=True, huge_tree=True, no_network=True, remove_comments=True, remove_pis=True,
+                         encoding="utf-8"),
+    )
+    html_cells = _count_cells(html_root) if html_root is not None else 0
+    if root is None:
+        if not html_cells:
+            raise DartXmlError(f"not readable as XML: {parser.error_log.last_error or 'no element found'}")
+        return html_root, encoding, "html"
+    if html_cells > _count_cells(root):
+        return html_root, encoding, "html"
+    return root, encoding, "xml-recover"
+
+
+def _name(el) -> str:
+    """Upper-case local tag name; ``""`` for comments and processing instructions."""
+    if not isinstance(el.tag, str):
+        return ""
+    return etree.QName(el).localname.upper()
+
+
+def _text(el) -> str:
+    return normalize_text(" ".join(el.itertext()))
+
+
+def _attr(el, name: str, default: str = "") -> str:
+    """An attribute by its dart3.xsd (upper-case) name; the HTML parser lower-cases attribute names."""
+    val = el.get(name.upper())
+    if val is None:
+        val = el.get(name.lower())
+    return default if val is None else val
+
+
+def _span_attr(el, name: str) -> int:
+    raw = _attr(el, name) or None
+    if raw is None:
+        return 1
+    m = re.match(r"\s*(\d+)", raw)
+    return max(int(m.group(1)), 1) if m else 1
+
+
+def _inner_html(el) -> str:
+    """The content of a cell as HTML: text escaped, paragraph breaks as ``<br>``, nested tables converted."""
+    out: list[str] = [escape(el.text or "", quote=False)]
+    for child in el:
+        tag = _name(child)
+        if tag == "TABLE":
+            out.append(table_to_html(child))
+        elif tag and tag not in _SKIP_TAGS:
+            inner = _inner_html(child)
+            if tag in _BREAK_TAGS and "".join(out).strip():
+                out.append("<br>")
+            out.append(inner)
+        out.append(escape(child.tail or "", quote=False))
+    return "".join(out)
+
+
+def _row_html(tr) -> str:
+    cells = []
+    for cell in tr:
+        tag = _name(cell)
+        if tag not in _CELL_TAGS:
+            continue
+        out_tag = "th" if tag == "TH" else "td"
+        attrs = ""
+        rs, cs = _span_attr(cell, "ROWSPAN"), _span_attr(cell, "COLSPAN")
+        if rs > 1:
+            attrs += f' rowspan="{rs}"'
+        if cs > 1:
+            attrs += f' colspan="{cs}"'
+        cells.append(f"<{out_tag}{attrs}>{_inner_html(cell)}</{out_tag}>")
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def table_to_html(table_el) -> str:
+    """A DART ``TABLE`` element as (not yet normalised) HTML. THEAD rows stay a header section."""
+    head: list[str] = []
+    body: list[str] = []
+    for child in table_el:
+        tag = _name(child)
+        if tag == "THEAD":
+            head += [_row_html(tr) for tr in child if _name(tr) == "TR"]
+        elif tag in ("TBODY", "TFOOT"):
+            body += [_row_html(tr) for tr in child if _name(tr) == "TR"]
+        elif tag == "TR":
+            body.append(_row_html(child))
+    if head:
+        return f"<table><thead>{''.join(head)}</thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<table>{''.join(body)}</table>"
+
+
+@dataclass
+class ExtractedTable:
+    index: int  # 1-based position among the document's top-level tables
+    html: str  # normalised label form ("" when the table could not be normalised)
+    n_rows: int
+    n_cols: int
+    text_length: int
+    section_title: str  # nearest preceding TITLE directly under a SECTION-n
+    title: str  # nearest preceding TITLE of any kind (a TABLE-GROUP's own title included)
+    kept: bool
+    reason: str = ""  # why it was not kept: table_too_small, table_empty, table_too_large, table_unreadable
+    detail: str = ""
+
+    def provenance(self) -> dict:
+        d = asdict(self)
+        d.pop("html")
+        return d
+
+
+@dataclass
+class DartDocument:
+    document_name: str  # DOCUMENT-NAME text, e.g. 사업보고서
+    document_code: str  # DOCUMENT-NAME's ACODE, e.g. 11011
+    company_name: str  # COMPANY-NAME text
+    corp_code: str  # COMPANY-NAME's AREGCIK (the DART corp code)
+    encoding: str
+    parser: str = "xml"  # "xml", "xml-recover" (not well-formed) or "html" (recovered with the HTML parser)
+    tables: list[ExtractedTable] = field(default_factory=list)
+
+    @property
+    def kept(self) -> list[ExtractedTable]:
+        return [t for t in self.tables if t.kept]
+
+
+def size_refusal(
+    n_rows: int, n_cols: int, text_length: int, *, min_rows: int = 2, min_cols: int = 2, max_rows: int | None = None
+) -> tuple[str, str] | None:
+    """``(reason, detail)`` when a table of this size is not worth keeping, else None. Shared by the API
+    sources: fewer than ``min_rows`` x ``min_cols`` grid slots -> ``table_too_small``; no text at all ->
+    ``table_empty``; more than ``max_rows`` rows -> ``table_too_large``."""
+    if n_rows < min_rows or n_cols < min_cols:
+        return "table_too_small", f"{n_rows}x{n_cols} grid, need at least {min_rows}x{min_cols}"
+    if text_length == 0:
+        return "table_empty", "no text in any cell"
+    if max_rows is not None and n_rows > max_rows:
+        return "table_too_large", f"{n_rows} rows, more than {max_rows}"
+    return None
+
+
+def measure_label(label: str) -> tuple[int, int, int]:
+    """``(grid rows, grid columns, characters of cell text)`` of the first table of a label (nested tables'
+    text included); zeros when there is no table. Raises :class:`ocr_ft.tables.TableParseError` on non-HTML."""
+    tables = parse_tables(label)
+    if not tables:
+        return 0, 0, 0
+    grid = build_grid(tables[0])
+    text = sum(len(c.text) for t in tables[0].iter_tables() for c in t.cells())
+    return grid.n_rows, grid.n_cols, text
+
+
+def extract_tables(
+    data: bytes, *, min_rows: int = 2, min_cols: int = 2, max_rows: int | None = None
+) -> DartDocument:
+    """Every top-level table of a DART XML document, kept or not (see :class:`ExtractedTable`).
+
+    Raises :class:`DartXmlError` when the bytes are not readable as XML at all.
+    """
+    root, encoding, parser = parse_xml(data)
+    doc = DartDocument(document_name="", document_code="", company_name="", corp_code="", encoding=encoding,
+                       parser=parser)
+    section_title = ""
+    title = ""
+    index = 0
+    for el in root.iter():
+        tag = _name(el)
+        if tag == "DOCUMENT-NAME" and not doc.document_name:
+            doc.document_name, doc.document_code = _text(el), _attr(el, "ACODE")
+        elif tag == "COMPANY-NAME" and not doc.company_name:
+            doc.company_name, doc.corp_code = _text(el), _attr(el, "AREGCIK")
+        elif tag == "TITLE":
+            title = _text(el)
+            parent = el.getparent()
+            if parent is not None and _name(parent).startswith("SECTION"):
+                section_title = title
+        elif tag == "TABLE" and not any(_name(a) == "TABLE" for a in el.iterancestors()):
+            index += 1
+            raw = table_to_html(el)
+            try:
+                label = normalize_html(raw)
+                n_rows, n_cols, text_length = measure_label(label)
+            except ValueError as exc:  # TableParseError: nothing table-like survived
+                doc.tables.append(
+                    ExtractedTable(index, "", 0, 0, 0, section_title, title, False, "table_unreadable", str(exc))
+                )
+                continue
+            refusal = size_refusal(n_rows, n_cols, text_length, min_rows=min_rows, min_cols=min_cols, max_rows=max_rows)
+            reason, detail = refusal or ("", "")
+            doc.tables.append(ExtractedTable(index, label, n_rows, n_cols, text_length, section_title, title,
+                                             refusal is None, reason, detail))
+    return doc
