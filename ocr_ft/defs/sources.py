@@ -27,14 +27,14 @@ def folder_source(name: str, default_folder: str, env_var: str | None = None) ->
     class _Config(FolderSourceConfig):
         folder: str = Field(
             default_factory=lambda: os.environ.get(env_var, default_folder) if env_var else default_folder,
-            description=f"Folder of png+html pairs, flat or images/ + labels/"
+            description="Folder of png+html pairs, flat or images/ + labels/"
             + (f" (env {env_var}, default {default_folder})." if env_var else "."),
         )
 
     _Config.__name__ = f"{name.title().replace('_', '')}Config"
 
     @dg.asset(name=name, group_name=SOURCE_GROUP, code_version="1", kinds={"python"},
-              description=f"Pre-labelled png+html pairs read from a folder (flat, or images/ + labels/).")
+              description="Pre-labelled png+html pairs read from a folder (flat, or images/ + labels/).")
     def _source(context: dg.AssetExecutionContext, config: _Config, paths: OcrFtPaths) -> dg.MaterializeResult:
         result = load_existing(config.folder, paths.store(), source=name, progress=progress_logger(context, name))
         return materialize_source(context, paths, name, result, folder=config.folder)

@@ -22,22 +22,22 @@ status and message. The key never appears in messages or logs (see :mod:`ocr_ft.
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 import io
 import json
 import logging
 import re
 import zipfile
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Sequence
 
 import lxml.etree as etree
 
-from ..dataset.records import RawPair, Reject, SourceResult
+from ..dataset.records import Reject, SourceResult
 from ..storage import atomic_write_bytes
 from .dart_xml import DartXmlError, extract_tables
+from .scraped_common import PendingTable, reject_reasons, render_pending
 from .http import HttpClient, HttpError, Response, RetryableResponse, RetryPolicy, register_secret
 
 log = logging.getLogger(__name__)
@@ -433,64 +433,6 @@ def dart_months(start: str, end: str | None = None) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # Rendering pending tables into pairs (shared by the API sources)
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PendingTable:
-    """A table ready to be rendered: the HTML drawn (``display_html``) and the label (normalised form)."""
-
-    original_filename: str
-    display_html: str
-    label_html: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def _render_error_text(err: Any) -> str:
-    for attr in ("message", "error", "reason", "detail"):
-        val = getattr(err, attr, None)
-        if val:
-            return str(val)
-    return str(err) or type(err).__name__
-
-
-def reject_reasons(rejects: Iterable[Reject]) -> dict[str, int]:
-    """``{reason: count}``, sorted by reason: the rejects of a partition at a glance."""
-    return dict(sorted(Counter(r.reason for r in rejects).items()))
-
-
-def render_pending(
-    source: str,
-    pending: Sequence[PendingTable],
-    renderer: Any,
-    *,
-    css: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[list[RawPair], list[Reject]]:
-    """Render every pending table with ``renderer.render_many`` and pair each image with its label.
-
-    ``renderer`` is duck-typed (:class:`ocr_ft.render.Renderer` or anything with its ``render_many``); it gets
-    ``(display_html, css)`` items. A render failure becomes a ``render_failed`` reject naming the table (the
-    renderer's reason code in ``extra["render_reason"]``); the others become :class:`RawPair` with the
-    image's hash and size added to the metadata.
-    """
-    if not pending:
-        return [], []
-    items = [(p.display_html, css) for p in pending]
-    results = renderer.render_many(items, progress=progress)
-    if len(results) != len(pending):
-        raise RuntimeError(f"renderer returned {len(results)} results for {len(pending)} tables")
-    pairs: list[RawPair] = []
-    rejects: list[Reject] = []
-    for p, res in zip(pending, results):
-        if getattr(res, "image_path", None) and getattr(res, "sha256", None):
-            meta = {**p.metadata, "image": {"sha256": res.sha256, "width": res.width, "height": res.height}}
-            pairs.append(RawPair(source, p.original_filename, res.image_path, p.label_html, meta))
-        else:
-            extra = {k: v for k, v in p.metadata.items() if isinstance(v, (str, int, float, bool))}
-            extra["render_reason"] = str(getattr(res, "reason", "") or type(res).__name__)
-            rejects.append(Reject(source, p.original_filename, "load", "render_failed", _render_error_text(res),
-                                  extra=extra))
-    return pairs, rejects
 
 
 # --------------------------------------------------------------------------------------------------

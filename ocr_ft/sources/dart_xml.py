@@ -28,7 +28,8 @@ from html.entities import name2codepoint
 
 import lxml.etree as etree
 
-from ..tables import build_grid, normalize_html, normalize_text, parse_tables
+from ..tables import normalize_html, normalize_text
+from .scraped_common import measure_label, size_refusal
 
 KOREAN_ENCODINGS = {
     "euc-kr", "euc_kr", "euckr", "cp949", "ms949", "uhc", "windows-949", "x-windows-949", "ks_c_5601-1987",
@@ -248,32 +249,6 @@ class DartDocument:
     @property
     def kept(self) -> list[ExtractedTable]:
         return [t for t in self.tables if t.kept]
-
-
-def size_refusal(
-    n_rows: int, n_cols: int, text_length: int, *, min_rows: int = 2, min_cols: int = 2, max_rows: int | None = None
-) -> tuple[str, str] | None:
-    """``(reason, detail)`` when a table of this size is not worth keeping, else None. Shared by the API
-    sources: fewer than ``min_rows`` x ``min_cols`` grid slots -> ``table_too_small``; no text at all ->
-    ``table_empty``; more than ``max_rows`` rows -> ``table_too_large``."""
-    if n_rows < min_rows or n_cols < min_cols:
-        return "table_too_small", f"{n_rows}x{n_cols} grid, need at least {min_rows}x{min_cols}"
-    if text_length == 0:
-        return "table_empty", "no text in any cell"
-    if max_rows is not None and n_rows > max_rows:
-        return "table_too_large", f"{n_rows} rows, more than {max_rows}"
-    return None
-
-
-def measure_label(label: str) -> tuple[int, int, int]:
-    """``(grid rows, grid columns, characters of cell text)`` of the first table of a label (nested tables'
-    text included); zeros when there is no table. Raises :class:`ocr_ft.tables.TableParseError` on non-HTML."""
-    tables = parse_tables(label)
-    if not tables:
-        return 0, 0, 0
-    grid = build_grid(tables[0])
-    text = sum(len(c.text) for t in tables[0].iter_tables() for c in t.cells())
-    return grid.n_rows, grid.n_cols, text
 
 
 def extract_tables(

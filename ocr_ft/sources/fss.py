@@ -34,8 +34,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ..dataset.records import Reject, SourceResult
 from ..tables import TableParseError, normalize_html
-from .dart import PendingTable, reject_reasons, render_pending
-from .dart_xml import measure_label, size_refusal
+from .scraped_common import PendingTable, measure_label, reject_reasons, render_pending, size_refusal
 from .http import HttpClient, Response, RetryableResponse, RetryPolicy, register_secret
 
 log = logging.getLogger(__name__)

@@ -39,8 +39,7 @@ from lxml.html import HtmlElement
 
 from ..dataset.records import Reject, SourceResult
 from ..tables import TableParseError, normalize_html
-from .dart import PendingTable, reject_reasons, render_pending
-from .dart_xml import measure_label, size_refusal
+from .scraped_common import PendingTable, measure_label, reject_reasons, render_pending, size_refusal
 from .http import DEFAULT_USER_AGENT, HttpClient, Response, RetryableResponse, RetryPolicy
 
 log = logging.getLogger(__name__)
