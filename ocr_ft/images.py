@@ -283,7 +283,8 @@ class AugmentOptions:
 
 def augment(img: np.ndarray, seed: int, options: AugmentOptions = AugmentOptions()) -> tuple[np.ndarray, dict]:
     """A degraded copy of ``img``, the same for the same ``seed``. Returns ``(image, ops)``, ``ops`` listing
-    the operations applied with their parameters (for metadata)."""
+    the operations applied with their parameters (for metadata). When no operation was drawn, the JPEG
+    re-encode is applied (unless ``jpeg_prob`` is 0), so a copy always differs from its original."""
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     out = img
@@ -301,7 +302,8 @@ def augment(img: np.ndarray, seed: int, options: AugmentOptions = AugmentOptions
         noise = nrng.normal(0.0, sigma, out.shape)
         out = np.clip(out.astype(np.float32) + noise, 0, 255).astype(np.uint8)
         ops["noise_sigma"] = sigma
-    if rng.random() < options.jpeg_prob:
+    # a copy with no degradation at all would be a duplicate: then the JPEG re-encode applies (if enabled)
+    if rng.random() < options.jpeg_prob or (not ops and options.jpeg_prob > 0):
         quality = rng.randint(*options.jpeg_quality)
         ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:

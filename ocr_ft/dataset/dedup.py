@@ -9,7 +9,7 @@ In order:
    rejected (exports and reports are keyed by file name).
 4. **near** — perceptual image hashes within ``max_hamming`` bits *and* cell text similarity at least
    ``min_text_similarity`` (rapidfuzz ratio, 0–1): the first of each connected group is kept. Augmented
-   variants of one original (``metadata.augmented_from``) are never removed as near duplicates of each other.
+   variants of one original (the same ``metadata.family``) are never removed as near duplicates of each other.
 
 "First" is deterministic: sources in :data:`ocr_ft.dataset.records.SOURCES` order, then file name.
 
@@ -67,7 +67,7 @@ def cell_text(html: str) -> str:
 
 
 def _family(r: Record) -> str:
-    return r.metadata.get("augmented_from") or r.content_hash
+    return r.metadata.get("family") or r.content_hash
 
 
 def _sort_key(r: Record):

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from ..dataset.build import VALIDATION_VERSION, manifest_path, validate_partition, validated_path
 from ..dataset.validate import ValidationLimits
-from ..resources import OcrFtPaths
+from ..resources import OcrFtPaths, RendererResource
 from ..sources.existing import load_existing
 from .automation import on_upstream_change
 from .common import materialize_source, partition_of, progress_logger
@@ -19,6 +19,10 @@ VALIDATION_GROUP = "validation"
 
 class FolderSourceConfig(dg.Config):
     folder: str = Field(description="Folder of png+html pairs, flat or images/ + labels/.")
+    deskew: bool = Field(False, description="Rotate back skewed scans (OpenCV) before storing.")
+    clahe: bool = Field(False, description="Contrast-equalise (CLAHE) before storing.")
+    augment_copies: int = Field(0, description="Degraded copies per pair (rotation, noise, blur, JPEG); label unchanged.")
+    seed: int = Field(0, description="Seed of the augmentation.")
 
 
 def folder_source(name: str, default_folder: str, env_var: str | None = None) -> dg.AssetsDefinition:
@@ -36,13 +40,73 @@ def folder_source(name: str, default_folder: str, env_var: str | None = None) ->
     @dg.asset(name=name, group_name=SOURCE_GROUP, code_version="1", kinds={"python"},
               description="Pre-labelled png+html pairs read from a folder (flat, or images/ + labels/).")
     def _source(context: dg.AssetExecutionContext, config: _Config, paths: OcrFtPaths) -> dg.MaterializeResult:
-        result = load_existing(config.folder, paths.store(), source=name, progress=progress_logger(context, name))
+        from ..images import PreprocessOptions, augment_bytes, preprocess_bytes
+
+        options = PreprocessOptions(deskew=config.deskew, clahe=config.clahe)
+        preprocess = (lambda data: preprocess_bytes(data, options)[0]) if (config.deskew or config.clahe) else None
+        result = load_existing(config.folder, paths.store(), source=name, preprocess=preprocess,
+                               augment=augment_bytes if config.augment_copies else None,
+                               augment_copies=config.augment_copies, seed=config.seed,
+                               progress=progress_logger(context, name))
         return materialize_source(context, paths, name, result, folder=config.folder)
 
     return _source
 
 
 existing = folder_source("existing", "data/samples/existing", "OCR_FT_EXISTING_DIR")
+
+
+def shard_partitions(env_var: str, default: int) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition([f"shard-{i:03d}" for i in range(int(os.environ.get(env_var, default)))])
+
+
+def shard_index(key: str) -> int:
+    return int(key.rsplit("-", 1)[1])
+
+
+synthetic_partitions = shard_partitions("OCR_FT_SYNTHETIC_SHARDS", 10)
+shilu_partitions = shard_partitions("OCR_FT_SHILU_SHARDS", 30)
+
+
+class GeneratedSourceConfig(dg.Config):
+    seed: int = Field(20260101, description="Base seed: the same seed and code version give byte-identical tables.")
+    templates: list[str] = Field(default_factory=list, description="Template names to use (empty: all).")
+
+
+class SyntheticConfig(GeneratedSourceConfig):
+    per_shard: int = Field(default_factory=lambda: int(os.environ.get("OCR_FT_SYNTHETIC_PER_SHARD", 100)),
+                           description="Tables per shard (env OCR_FT_SYNTHETIC_PER_SHARD; 10 shards x 100 = the seed's 1,000).")
+
+
+class ShiluConfig(GeneratedSourceConfig):
+    per_shard: int = Field(default_factory=lambda: int(os.environ.get("OCR_FT_SHILU_PER_SHARD", 100)),
+                           description="Statements per shard (env OCR_FT_SHILU_PER_SHARD; 30 shards x 100 = the seed's 3,000).")
+
+
+@dg.asset(partitions_def=synthetic_partitions, group_name=SOURCE_GROUP, code_version="1", pool="browser", kinds={"python"},
+          description="Jinja2 tables (plain, merged, 2- and 3-level nested financial statements) rendered by Chromium.")
+def synthetic(context: dg.AssetExecutionContext, config: SyntheticConfig, paths: OcrFtPaths,
+              renderer: RendererResource) -> dg.MaterializeResult:
+    from ..sources.synthetic import generate_synthetic
+
+    with renderer.open(paths) as r:
+        result = generate_synthetic(shard_index(context.partition_key), config.per_shard, config.seed, r,
+                                    templates=config.templates or None, progress=progress_logger(context, "synthetic"))
+    return materialize_source(context, paths, "synthetic", result)
+
+
+@dg.asset(partitions_def=shilu_partitions, group_name=SOURCE_GROUP, code_version="1", pool="browser", kinds={"python"},
+          description="Bank financial statements from 16 templates (2-/3-level nesting, merged cells), with metadata.json.")
+def synthetic_shilu(context: dg.AssetExecutionContext, config: ShiluConfig, paths: OcrFtPaths,
+                    renderer: RendererResource) -> dg.MaterializeResult:
+    from ..sources.shilu import generate_shilu
+
+    meta_dir = paths.sub("sources", "synthetic_shilu", context.partition_key)
+    with renderer.open(paths) as r:
+        result = generate_shilu(shard_index(context.partition_key), config.per_shard, config.seed, r, out_dir=meta_dir,
+                                templates=config.templates or None, progress=progress_logger(context, "synthetic_shilu"))
+    return materialize_source(context, paths, "synthetic_shilu", result,
+                              metadata_json=dg.MetadataValue.path(str(meta_dir / "metadata.json")))
 
 
 class ValidationConfig(dg.Config):
@@ -85,6 +149,8 @@ def validated_asset(source: str, partitions_def: dg.PartitionsDefinition | None 
 
 
 existing_validated = validated_asset("existing")
+synthetic_validated = validated_asset("synthetic", synthetic_partitions)
+synthetic_shilu_validated = validated_asset("synthetic_shilu", shilu_partitions)
 
-SOURCE_ASSETS = [existing]
-VALIDATION_ASSETS = [existing_validated]
+SOURCE_ASSETS = [existing, synthetic, synthetic_shilu]
+VALIDATION_ASSETS = [existing_validated, synthetic_validated, synthetic_shilu_validated]

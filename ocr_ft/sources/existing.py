@@ -12,7 +12,7 @@ without an image, a file that cannot be read. Nothing is dropped silently.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..dataset.records import RawPair, Reject, SourceResult
 from ..storage import BlobStore
@@ -49,12 +49,18 @@ def load_existing(
     *,
     source: str = "existing",
     preprocess: Callable[[bytes], bytes] | None = None,
+    augment: Callable[[bytes, int], tuple[bytes, Any]] | None = None,
+    augment_copies: int = 0,
+    seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> SourceResult:
     """Load every pair under ``root`` into ``store``; return pairs and load-stage rejects.
 
     ``preprocess`` (PNG bytes -> PNG bytes) is applied to each image before it is stored, e.g. deskew or
-    CLAHE from :mod:`ocr_ft.images`.
+    CLAHE from :mod:`ocr_ft.images`. With ``augment`` ((PNG bytes, seed) -> (PNG bytes, operations)) and
+    ``augment_copies`` > 0, each pair also yields that many degraded copies (``<stem>__aug<k>.png``, same
+    label). An original and its copies share ``metadata.family``, which keeps them out of near-duplicate
+    removal and together in one split.
     """
     images, labels = find_pairs(root)
     result = SourceResult(stats={"images_found": len(images), "labels_found": len(labels)})
@@ -88,7 +94,18 @@ def load_existing(
                 except UnicodeDecodeError as exc:
                     html = None
                     meta = {"label_path": str(lab), "label_error": f"not UTF-8 ({exc.reason} at byte {exc.start})"}
+                if augment is not None and augment_copies > 0:
+                    meta["family"] = f"{source}:{stem}"
                 result.pairs.append(RawPair(source, img.name, rel, html, meta))
+                for k in range(1, augment_copies + 1 if augment is not None else 1):
+                    try:
+                        aug, ops = augment(data, seed * 1_000_003 + i * 101 + k)
+                    except Exception as exc:
+                        result.rejects.append(Reject(source, f"{stem}__aug{k}.png", "load", "augment_failed", f"{img.name}: {exc}"))
+                        continue
+                    _, aug_rel = store.put_bytes(aug, ".png")
+                    result.pairs.append(RawPair(source, f"{stem}__aug{k}.png", aug_rel, html,
+                                                {**meta, "augmented_from": img.name, "augmentation": ops}))
         if progress:
             progress(i, len(stems))
     return result
