@@ -4,6 +4,7 @@ import os
 
 import dagster as dg
 
+from .defs.evaluation import EVALUATION_ASSETS, EVALUATION_CHECKS
 from .defs.dataset import DATASET_CHECKS, dataset_asset, llamafactory_export, splits
 from .defs.scraped import SCHEDULES, SCRAPED_ASSETS, SCRAPED_VALIDATION_ASSETS
 from .defs.sources import SOURCE_ASSETS, VALIDATION_ASSETS
@@ -14,8 +15,8 @@ validation_assets = [*VALIDATION_ASSETS, *SCRAPED_VALIDATION_ASSETS]
 
 defs = dg.Definitions(
     assets=[*SOURCE_ASSETS, *SCRAPED_ASSETS, *validation_assets, dataset_asset(validation_assets), splits,
-            llamafactory_export, *TRAINING_ASSETS],
-    asset_checks=[*DATASET_CHECKS, *TRAINING_CHECKS],
+            llamafactory_export, *TRAINING_ASSETS, *EVALUATION_ASSETS],
+    asset_checks=[*DATASET_CHECKS, *TRAINING_CHECKS, *EVALUATION_CHECKS],
     schedules=SCHEDULES,
     resources={
         **default_resources(),

@@ -1,0 +1,363 @@
+"""The evaluation report: ``report.json``, ``report.md`` and a self-contained ``report.html``.
+
+:func:`build_report` takes one or more named runs (e.g. ``{"base": ..., "finetuned": ...}``) and writes
+
+* every run's summary (overall, by category, by source) and the seed's targets with pass/fail;
+* :func:`compare` of the first run against the last when there are two or more (fine-tuned TEDS below the
+  base's, overall or in any category, is a regression);
+* plots (matplotlib, Agg backend, embedded as base64 PNG): TEDS by category, CER distribution, latency
+  histogram and, with two runs or more, the runs' headline metrics side by side;
+* the worst samples of the last run by TEDS: the image (embedded), the ground truth and every run's
+  prediction rendered as tables.  Rendered HTML is rebuilt from the parsed table model, so it holds only
+  table tags with rowspan/colspan and escaped text.
+"""
+
+from __future__ import annotations
+
+import base64
+import html as htmllib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ocr_ft.dataset.records import CATEGORIES
+from ocr_ft.storage import atomic_write_json, atomic_write_text
+from ocr_ft.tables import TableParseError, normalize_html
+
+from .results import EvalRun, SampleResult, summarize
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    label: str
+    op: str  # ">=" or "<="
+    threshold: float
+    value: Callable[[dict], float | None]
+
+    def check(self, summary: dict) -> dict[str, Any]:
+        value = self.value(summary)
+        passed = None if value is None else (value >= self.threshold if self.op == ">=" else value <= self.threshold)
+        return {"name": self.name, "label": self.label, "op": self.op, "threshold": self.threshold,
+                "value": value, "passed": passed}
+
+
+def _category_teds(cat: str) -> Callable[[dict], float | None]:
+    return lambda s: (s["by_category"].get(cat) or {}).get("teds")
+
+
+# The seed's targets.  A target whose figure is missing (e.g. no 3-level sample) has passed=None.
+TARGETS = (
+    Target("teds_nested_2level", "TEDS, 2-level nested", ">=", 0.90, _category_teds("nested_2level")),
+    Target("teds_nested_3level", "TEDS, 3-level nested", ">=", 0.85, _category_teds("nested_3level")),
+    Target("korean_cer", "Korean CER (corpus)", "<=", 0.01, lambda s: s["overall"].get("cer")),
+    Target("latency", "latency, mean s/page", "<=", 0.5, lambda s: (s["overall"].get("latency") or {}).get("mean")),
+)
+
+
+def check_targets(summary: dict) -> list[dict[str, Any]]:
+    """Each seed target with the run's value and ``passed`` (True, False, or None when not measurable)."""
+    return [t.check(summary) for t in TARGETS]
+
+
+# ------------------------------------------------------------------------------------------- compare
+_COMPARED = ("teds", "teds_s", "cer", "wer", "content_f1", "topology_f1", "nesting_accuracy")
+_LOWER_IS_BETTER = {"cer", "wer", "latency_mean"}
+
+
+def _delta(a: float | None, b: float | None) -> dict[str, float | None]:
+    return {"base": a, "finetuned": b, "delta": None if a is None or b is None else b - a}
+
+
+def compare(base: EvalRun, finetuned: EvalRun, tolerance: float = 0.0) -> dict[str, Any]:
+    """Fine-tuned against base on the samples both runs scored (matched by key).
+
+    ``regression`` is True when the fine-tuned mean TEDS is below the base's by more than ``tolerance``,
+    overall or in any category; ``regressions`` says where.
+    """
+    common = {s.key for s in base.samples} & {s.key for s in finetuned.samples}
+    b = [s for s in base.samples if s.key in common]
+    f = [s for s in finetuned.samples if s.key in common]
+    sb, sf = summarize(b), summarize(f)
+    metrics = {m: _delta(sb.get(m), sf.get(m)) for m in _COMPARED}
+    metrics["latency_mean"] = _delta((sb.get("latency") or {}).get("mean"), (sf.get("latency") or {}).get("mean"))
+    by_cat = {}
+    for cat in [c for c in CATEGORIES if any(s.category == c for s in b)] + sorted({s.category for s in b} - set(CATEGORIES)):
+        cb = summarize([s for s in b if s.category == cat])
+        cf = summarize([s for s in f if s.category == cat])
+        by_cat[cat] = {"n": cb["n"], **_delta(cb.get("teds"), cf.get("teds"))}
+    regressions = []
+    for where, d in [("overall", metrics["teds"]), *by_cat.items()]:
+        if d["delta"] is not None and d["delta"] < -tolerance:
+            regressions.append(f"{where}: TEDS {d['finetuned']:.4f} < base {d['base']:.4f} ({d['delta']:+.4f})")
+    return {
+        "base": base.name, "finetuned": finetuned.name, "n_common": len(common), "tolerance": tolerance,
+        "metrics": metrics, "teds_by_category": by_cat, "regressions": regressions, "regression": bool(regressions),
+    }
+
+
+# --------------------------------------------------------------------------------------------- plots
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _plots(runs: dict[str, EvalRun], summaries: dict[str, dict]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(runs)
+    width = 0.8 / len(names)
+    plots: dict[str, str] = {}
+
+    cats = ["overall"] + [c for c in CATEGORIES if any(c in summaries[n]["by_category"] for n in names)]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    x = np.arange(len(cats))
+    for k, n in enumerate(names):
+        vals = [summaries[n]["overall"].get("teds") if c == "overall" else
+                (summaries[n]["by_category"].get(c) or {}).get("teds") for c in cats]
+        ax.bar(x + k * width, [v if v is not None else 0 for v in vals], width, label=n)
+    for cat, thr in (("nested_2level", 0.90), ("nested_3level", 0.85)):
+        if cat in cats:
+            i = cats.index(cat)
+            ax.hlines(thr, i - 0.1, i + 0.9, colors="red", linestyles="dashed")
+    ax.set_xticks(x + width * (len(names) - 1) / 2, [c.replace("_", "\n") for c in cats])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("mean TEDS")
+    ax.set_title("TEDS by category (dashed: targets)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    plots["teds_by_category"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    top = max([0.05] + [min(s.cer, 1.0) for r in runs.values() for s in r.samples])
+    for n in names:
+        ax.hist([min(s.cer, 1.0) for s in runs[n].samples], bins=20, range=(0, top), histtype="step",
+                linewidth=2, label=n)
+    ax.axvline(0.01, color="red", linestyle="dashed")
+    ax.set_xlabel("per-sample CER (target 1 %, dashed)")
+    ax.set_ylabel("samples")
+    ax.set_title("CER distribution")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    plots["cer_distribution"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    lat = {n: [s.latency_s for s in runs[n].samples if s.latency_s is not None] for n in names}
+    top = max([0.6] + [v for vs in lat.values() for v in vs])
+    for n in names:
+        if lat[n]:
+            ax.hist(lat[n], bins=20, range=(0, top), histtype="step", linewidth=2, label=n)
+    ax.axvline(0.5, color="red", linestyle="dashed")
+    ax.set_xlabel("seconds per page (target 0.5 s, dashed)")
+    ax.set_ylabel("pages")
+    ax.set_title("Latency")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    plots["latency_histogram"] = _png(fig)
+
+    if len(names) > 1:
+        heads = [("TEDS", "teds"), ("TEDS-S", "teds_s"), ("content F1", "content_f1"),
+                 ("topology F1", "topology_f1"), ("nesting acc.", "nesting_accuracy"), ("1 - CER", "cer")]
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        x = np.arange(len(heads))
+        for k, n in enumerate(names):
+            o = summaries[n]["overall"]
+            vals = [(1 - o[key]) if key == "cer" else o.get(key) for _, key in heads]
+            ax.bar(x + k * width, [max(v, 0) if v is not None else 0 for v in vals], width, label=n)
+        ax.set_xticks(x + width * (len(names) - 1) / 2, [h for h, _ in heads])
+        ax.set_ylim(0, 1.05)
+        ax.set_title(" vs ".join(names))
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        plots["runs_side_by_side"] = _png(fig)
+    return plots
+
+
+# --------------------------------------------------------------------------------------------- pieces
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v * 100:.2f} %" if pct else f"{v:.4f}"
+    return str(v)
+
+
+def _status(passed: bool | None) -> str:
+    return {True: "PASS", False: "FAIL", None: "n/a"}[passed]
+
+
+def safe_table_html(html: str) -> str:
+    """``html``'s tables rebuilt from the parsed model (table tags, rowspan/colspan, escaped text only);
+    an escaped note when there is no table."""
+    try:
+        rebuilt = normalize_html(html) if html and html.strip() else ""
+    except TableParseError:
+        rebuilt = ""
+    return rebuilt or '<p class="none">(no table)</p>'
+
+
+def _thumbnail(path: Path, max_width: int = 700) -> str | None:
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.width > max_width:
+                im = im.resize((max_width, max(1, round(im.height * max_width / im.width))))
+            buf = io.BytesIO()
+            im.save(buf, format="PNG", optimize=True)
+    except (OSError, ValueError):
+        return None
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _worst(runs: dict[str, EvalRun], n: int) -> list[SampleResult]:
+    last = list(runs.values())[-1]
+    return sorted(last.samples, key=lambda s: (-1.0 if s.teds is None else s.teds, s.key))[:n]
+
+
+_SUMMARY_HEAD = ["run", "group", "n", "TEDS", "TEDS-S", "CER", "WER", "content F1", "topology F1",
+                 "nesting acc.", "latency p50 / p95 / mean (s)"]
+
+
+def _summary_rows(summaries: dict[str, dict], group: str | None) -> list[list[str]]:
+    rows = []
+    for name, summ in summaries.items():
+        items = [("overall", summ["overall"])] if group is None else list(summ[group].items())
+        for g, s in items:
+            lat = s.get("latency") or {}
+            rows.append([
+                name, g, str(s["n"]), _fmt(s.get("teds")), _fmt(s.get("teds_s")), _fmt(s.get("cer"), True),
+                _fmt(s.get("wer"), True), _fmt(s.get("content_f1")), _fmt(s.get("topology_f1")),
+                _fmt(s.get("nesting_accuracy")),
+                f"{_fmt(lat.get('p50'))} / {_fmt(lat.get('p95'))} / {_fmt(lat.get('mean'))}",
+            ])
+    return rows
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    esc = lambda c: c.replace("|", "\\|")  # noqa: E731
+    return (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows])
+
+
+def _markdown(report: dict, summaries: dict[str, dict]) -> str:
+    out = ["# Evaluation report", ""]
+    for name, run in report["runs"].items():
+        out += [f"## Targets: {name}", "", "| target | value | threshold | status |", "|---|---|---|---|"]
+        for t in run["targets"]:
+            pct = t["name"] == "korean_cer"
+            out.append(f"| {t['label']} | {_fmt(t['value'], pct)} | {t['op']} {_fmt(t['threshold'], pct)} | "
+                       f"{_status(t['passed'])} |")
+        out.append("")
+    for title, group in (("Overall", None), ("By category", "by_category"), ("By source", "by_source")):
+        out += [f"## {title}", ""] + _md_table(_SUMMARY_HEAD, _summary_rows(summaries, group)) + [""]
+    cmp = report.get("comparison")
+    if cmp:
+        out += [f"## {cmp['finetuned']} vs {cmp['base']} ({cmp['n_common']} common samples)", "",
+                "| metric | base | fine-tuned | delta |", "|---|---|---|---|"]
+        for m, d in cmp["metrics"].items():
+            out.append(f"| {m} | {_fmt(d['base'])} | {_fmt(d['finetuned'])} | {_fmt(d['delta'])} |")
+        out += ["", "Regression: " + ("YES - " + "; ".join(cmp["regressions"]) if cmp["regression"] else "no"), ""]
+    out += ["## Worst samples", "", "| key | category | source | TEDS | CER |", "|---|---|---|---|---|"]
+    for w in report["worst"]:
+        out.append(f"| {w['key']} | {w['category']} | {w['source']} | {_fmt(w['teds'])} | {_fmt(w['cer'], True)} |")
+    return "\n".join(out) + "\n"
+
+
+_CSS = """
+body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:6px 0}
+td,th{border:1px solid #999;padding:2px 6px;font-size:12px;vertical-align:top}
+.pass{color:#070;font-weight:bold}.fail{color:#b00;font-weight:bold}.na{color:#777}
+.sample{display:flex;gap:16px;align-items:flex-start;border-top:2px solid #ccc;padding:10px 0;overflow-x:auto}
+.sample>div{min-width:250px}.none{color:#b00}h3{margin-bottom:4px}img{max-width:700px}
+"""
+
+
+def _html(report: dict, summaries: dict[str, dict], plots: dict[str, str], worst: list[SampleResult],
+          runs: dict[str, EvalRun], images: dict[str, str | None]) -> str:
+    e = htmllib.escape
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Evaluation report</title>",
+             f"<style>{_CSS}</style></head><body><h1>Evaluation report</h1>"]
+    for name, run in report["runs"].items():
+        parts.append(f"<h2>Targets: {e(name)}</h2><p>{e(str(run['meta'].get('predictor', '')))}</p>"
+                     "<table><tr><th>target</th><th>value</th><th>threshold</th><th>status</th></tr>")
+        for t in run["targets"]:
+            pct = t["name"] == "korean_cer"
+            cls = {True: "pass", False: "fail", None: "na"}[t["passed"]]
+            parts.append(f"<tr><td>{e(t['label'])}</td><td>{_fmt(t['value'], pct)}</td>"
+                         f"<td>{e(t['op'])} {_fmt(t['threshold'], pct)}</td>"
+                         f"<td class='{cls}'>{_status(t['passed'])}</td></tr>")
+        parts.append("</table>")
+    for title, group in (("Overall", None), ("By category", "by_category"), ("By source", "by_source")):
+        parts.append(f"<h2>{title}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in _SUMMARY_HEAD) + "</tr>")
+        for row in _summary_rows(summaries, group):
+            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+        parts.append("</table>")
+    cmp = report.get("comparison")
+    if cmp:
+        parts.append(f"<h2>{e(cmp['finetuned'])} vs {e(cmp['base'])}</h2><table>"
+                     "<tr><th>metric</th><th>base</th><th>fine-tuned</th><th>delta</th></tr>")
+        for m, d in cmp["metrics"].items():
+            parts.append(f"<tr><td>{e(m)}</td><td>{_fmt(d['base'])}</td><td>{_fmt(d['finetuned'])}</td>"
+                         f"<td>{_fmt(d['delta'])}</td></tr>")
+        verdict = ("<span class='fail'>REGRESSION</span>: " + e("; ".join(cmp["regressions"]))
+                   if cmp["regression"] else "<span class='pass'>no regression</span>")
+        parts.append(f"</table><p>{verdict}</p>")
+    for key, title in (("runs_side_by_side", "Runs side by side"), ("teds_by_category", "TEDS by category"),
+                       ("cer_distribution", "CER distribution"), ("latency_histogram", "Latency")):
+        if key in plots:
+            parts.append(f"<h2>{title}</h2><img alt='{key}' src='data:image/png;base64,{plots[key]}'>")
+    parts.append(f"<h2>Worst {len(worst)} samples ({e(list(runs)[-1])}, by TEDS)</h2>")
+    by_key = {name: {s.key: s for s in run.samples} for name, run in runs.items()}
+    for s in worst:
+        img = images.get(s.key)
+        img_html = (f"<img alt='page' src='data:image/png;base64,{img}'>" if img
+                    else f"<p class='none'>(image not available: {e(s.image_path)})</p>")
+        parts.append(f"<h3>{e(s.key)} - {e(s.category)}, {e(s.source)}</h3><div class='sample'>"
+                     f"<div><b>image</b><br>{img_html}</div>"
+                     f"<div><b>ground truth</b>{safe_table_html(s.gt_html)}</div>")
+        for name in runs:
+            other = by_key[name].get(s.key)
+            if other is None:
+                continue
+            note = f" - error: {e(other.error)}" if other.error else ""
+            parts.append(f"<div><b>{e(name)}</b> TEDS {_fmt(other.teds)}, CER {_fmt(other.cer, True)}{note}"
+                         f"{safe_table_html(other.pred_html)}</div>")
+        parts.append("</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def build_report(runs: dict[str, EvalRun], out_dir: str | Path, data_dir: str | Path | None = None,
+                 worst_n: int = 10, tolerance: float = 0.0) -> dict[str, Any]:
+    """Write ``report.json``, ``report.md`` and ``report.html`` into ``out_dir``; return the JSON content.
+
+    ``runs`` maps a display name to a run, base first, fine-tuned last.  Images of the worst samples are
+    read from ``data_dir`` (default: the last run's ``meta["data_dir"]``); a missing image is noted, not fatal.
+    """
+    if not runs:
+        raise ValueError("build_report needs at least one run")
+    out_dir = Path(out_dir)
+    summaries = {name: run.summary() for name, run in runs.items()}
+    report: dict[str, Any] = {
+        "runs": {name: {"meta": runs[name].meta, "summary": summaries[name], "targets": check_targets(summaries[name])}
+                 for name in runs},
+    }
+    names = list(runs)
+    if len(names) > 1:
+        report["comparison"] = compare(runs[names[0]], runs[names[-1]], tolerance)
+    worst = _worst(runs, worst_n)
+    report["worst"] = [{"key": s.key, "image_path": s.image_path, "category": s.category, "source": s.source,
+                        "teds": s.teds, "cer": s.cer} for s in worst]
+    base = data_dir if data_dir is not None else runs[names[-1]].meta.get("data_dir")
+    images = {s.key: _thumbnail(Path(base) / s.image_path) if base else None for s in worst}
+    atomic_write_json(out_dir / "report.json", report)
+    atomic_write_text(out_dir / "report.md", _markdown(report, summaries))
+    atomic_write_text(out_dir / "report.html", _html(report, summaries, _plots(runs, summaries), worst, runs, images))
+    return report

@@ -1,0 +1,143 @@
+"""Scored samples and evaluation runs: what a run holds, how it is summarised, saved and loaded.
+
+Summary conventions (every figure is given overall, by category and by source):
+
+* ``teds`` / ``teds_s``: mean over the samples that were scored; samples whose TEDS timed out or failed
+  are left out of the mean and counted in ``teds_unscored``;
+* ``cer`` / ``wer``: corpus rates, total edits over total reference length (``cer_mean`` is the mean of
+  per-sample rates);
+* ``content_*`` / ``topology_*``: mean per-sample grid precision, recall and F1;
+* ``nesting_accuracy``: share of samples whose predicted nesting depth equals the true one;
+* ``latency``: n, mean, p50, p95, max of seconds per page, over samples with a prediction;
+* ``prediction_errors``: samples the predictor failed on (scored as an empty prediction).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ocr_ft.dataset.records import CATEGORIES
+from ocr_ft.storage import atomic_write_json
+
+from .metrics import error_rate, latency_stats
+
+_MEAN_FIELDS = (
+    "content_precision", "content_recall", "content_f1", "topology_precision", "topology_recall", "topology_f1",
+)
+
+
+@dataclass
+class SampleResult:
+    key: str
+    image_path: str
+    category: str
+    source: str
+    gt_html: str
+    pred_html: str
+    latency_s: float | None
+    error: str | None = None  # the predictor's error, if it failed on this sample
+    teds: float | None = None
+    teds_s: float | None = None
+    teds_timed_out: bool = False
+    teds_error: str | None = None
+    cer: float = 0.0
+    cer_edits: int = 0
+    cer_ref_len: int = 0
+    wer: float = 0.0
+    wer_edits: int = 0
+    wer_ref_len: int = 0
+    content_precision: float = 0.0
+    content_recall: float = 0.0
+    content_f1: float = 0.0
+    topology_precision: float = 0.0
+    topology_recall: float = 0.0
+    topology_f1: float = 0.0
+    depth_gt: int = 0
+    depth_pred: int = 0
+    raw_output: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SampleResult":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(samples: list[SampleResult]) -> dict[str, Any]:
+    """Summary figures of ``samples`` (see the module docstring)."""
+    if not samples:
+        return {"n": 0}
+    scored = [s for s in samples if s.teds is not None]
+    cer_edits = sum(s.cer_edits for s in samples)
+    cer_len = sum(s.cer_ref_len for s in samples)
+    wer_edits = sum(s.wer_edits for s in samples)
+    wer_len = sum(s.wer_ref_len for s in samples)
+    out: dict[str, Any] = {
+        "n": len(samples),
+        "teds": _mean([s.teds for s in scored]),
+        "teds_s": _mean([s.teds_s for s in scored]),
+        "teds_unscored": len(samples) - len(scored),
+        "cer": error_rate(cer_edits, cer_len),
+        "cer_mean": _mean([s.cer for s in samples]),
+        "wer": error_rate(wer_edits, wer_len),
+        "nesting_accuracy": _mean([float(s.depth_pred == s.depth_gt) for s in samples]),
+        "latency": latency_stats([s.latency_s for s in samples if s.latency_s is not None and not s.error]),
+        "prediction_errors": sum(1 for s in samples if s.error),
+    }
+    for name in _MEAN_FIELDS:
+        out[name] = _mean([getattr(s, name) for s in samples])
+    return out
+
+
+def _group(samples: list[SampleResult], attr: str, order: tuple[str, ...] = ()) -> dict[str, dict]:
+    keys = [k for k in order if any(getattr(s, attr) == k for s in samples)]
+    keys += sorted({getattr(s, attr) for s in samples} - set(keys))
+    return {k: summarize([s for s in samples if getattr(s, attr) == k]) for k in keys}
+
+
+@dataclass
+class EvalRun:
+    """One model (or endpoint) evaluated on one test set."""
+
+    name: str
+    samples: list[SampleResult]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "overall": summarize(self.samples),
+            "by_category": _group(self.samples, "category", CATEGORIES),
+            "by_source": _group(self.samples, "source"),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the run (samples, meta, summary) as one JSON file, atomically."""
+        return atomic_write_json(
+            path,
+            {"name": self.name, "meta": self.meta, "summary": self.summary(),
+             "samples": [s.to_dict() for s in self.samples]},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EvalRun":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(
+                name=data["name"],
+                samples=[SampleResult.from_dict(s) for s in data["samples"]],
+                meta=dict(data.get("meta") or {}),
+            )
+        except FileNotFoundError:
+            raise FileNotFoundError(f"evaluation run file not found: {path}") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not an evaluation run file ({exc})") from exc

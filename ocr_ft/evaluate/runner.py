@@ -1,0 +1,213 @@
+"""An evaluation run: read the test set, predict (resumably), score, save.
+
+The output directory holds
+
+* ``predictions.jsonl`` - one row per predicted sample (key, html, raw output, latency, error, predictor),
+  rewritten atomically every ``save_every`` predictions and when the loop ends or is interrupted.  A
+  re-run skips every sample already predicted without error and predicts the rest;
+* ``eval_run.json`` - the scored :class:`~ocr_ft.evaluate.results.EvalRun` (samples, meta, summary);
+* the report files (see :mod:`ocr_ft.evaluate.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ocr_ft.storage import atomic_write_jsonl, read_jsonl
+from ocr_ft.tables import TableParseError, parse_tables
+
+from .metrics import sample_metrics
+from .predictors import Predictor
+from .results import EvalRun, SampleResult
+from .teds_metric import teds_batch
+
+PREDICTIONS_FILE = "predictions.jsonl"
+RUN_FILE = "eval_run.json"
+
+
+class TestSetError(ValueError):
+    """The test set (or the images it names) cannot be used; the message names the file and line."""
+
+    __test__ = False  # not a pytest test class
+
+
+@dataclass
+class TestSample:
+    __test__ = False  # not a pytest test class
+
+    key: str  # content_hash when the record has one, else image_path (made unique with #n)
+    image_path: str  # relative to the data directory
+    gt_html: str
+    category: str
+    source: str
+    line: int  # 1-based line in the test JSONL, for messages
+
+
+def infer_category(html: str) -> str:
+    """``nested_3level`` / ``nested_2level`` by depth, ``merged`` with any span, else ``plain``."""
+    tables = parse_tables(html)
+    depth = max((t.depth for t in tables), default=0)
+    if depth >= 3:
+        return "nested_3level"
+    if depth == 2:
+        return "nested_2level"
+    spans = any(c.rowspan > 1 or c.colspan > 1 for t in tables for tt in t.iter_tables() for c in tt.cells())
+    return "merged" if spans else "plain"
+
+
+def load_test_set(path: str | Path) -> list[TestSample]:
+    """Records of the test JSONL (``image_path`` and ``ground_truth_html`` required; ``category`` inferred
+    from the label and ``source`` "unknown" when absent).  Raises :class:`TestSetError` naming file:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise TestSetError(f"test set not found: {path}")
+    samples: list[TestSample] = []
+    seen: dict[str, int] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TestSetError(f"{where}: not a JSON line ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise TestSetError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            for name in ("image_path", "ground_truth_html"):
+                if not isinstance(row.get(name), str) or not row[name].strip():
+                    raise TestSetError(f"{where}: missing or empty {name!r}")
+            category = row.get("category")
+            if not category:
+                try:
+                    category = infer_category(row["ground_truth_html"])
+                except TableParseError as exc:
+                    raise TestSetError(f"{where}: ground_truth_html does not parse: {exc}") from None
+            key = str(row.get("content_hash") or row["image_path"])
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] > 1:
+                key = f"{key}#{seen[key]}"
+            samples.append(TestSample(key, row["image_path"], row["ground_truth_html"], str(category),
+                                      str(row.get("source") or "unknown"), lineno))
+    if not samples:
+        raise TestSetError(f"{path}: no records")
+    return samples
+
+
+def check_images(samples: Sequence[TestSample], data_dir: str | Path, test_set: str | Path = "test set") -> None:
+    """Raise :class:`TestSetError` listing the samples whose image file is missing."""
+    data_dir = Path(data_dir)
+    missing = [s for s in samples if not (data_dir / s.image_path).is_file()]
+    if missing:
+        shown = "; ".join(f"line {s.line}: {data_dir / s.image_path}" for s in missing[:5])
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise TestSetError(f"{test_set}: {len(missing)} image(s) not found under {data_dir}: {shown}{more}")
+
+
+def load_predictions(out_dir: str | Path) -> dict[str, dict]:
+    """Rows of ``out_dir/predictions.jsonl`` by key (empty when there is none yet)."""
+    path = Path(out_dir) / PREDICTIONS_FILE
+    if not path.is_file():
+        return {}
+    return {row["key"]: row for row in read_jsonl(path)}
+
+
+def predict_resumable(
+    samples: Sequence[TestSample],
+    predictor: Predictor,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    save_every: int = 10,
+    log: Callable[[str], None] = lambda msg: None,
+) -> dict[str, dict]:
+    """Predict every sample not yet predicted without error in ``out_dir``; return all rows by key.
+
+    Raises ``ValueError`` when ``out_dir`` holds predictions of a different predictor.
+    """
+    out_dir = Path(out_dir)
+    rows = load_predictions(out_dir)
+    others = {r.get("predictor") for r in rows.values()} - {predictor.name}
+    if others:
+        raise ValueError(
+            f"{out_dir / PREDICTIONS_FILE} holds predictions of {sorted(map(str, others))}, not of "
+            f"{predictor.name!r}: use another --out directory"
+        )
+    pending = [s for s in samples if s.key not in rows or rows[s.key].get("error")]
+    if len(pending) < len(samples):
+        log(f"resuming: {len(samples) - len(pending)} of {len(samples)} samples already predicted")
+    if not pending:
+        return rows
+    save = lambda: atomic_write_jsonl(out_dir / PREDICTIONS_FILE, rows.values())  # noqa: E731
+    paths = [Path(data_dir) / s.image_path for s in pending]
+    done = 0
+    try:
+        for i, pred in predictor.predict_iter(paths):
+            s = pending[i]
+            rows[s.key] = {"key": s.key, "image_path": s.image_path, "html": pred.html, "raw": pred.raw,
+                           "latency_s": pred.latency_s, "error": pred.error, "predictor": predictor.name}
+            done += 1
+            if pred.error:
+                log(f"prediction failed for line {s.line} ({s.image_path}): {pred.error}")
+            if done % max(1, save_every) == 0:
+                save()
+                log(f"predicted {done}/{len(pending)}")
+    finally:
+        if done:
+            save()
+    return rows
+
+
+def score(
+    samples: Sequence[TestSample],
+    predictions: dict[str, dict],
+    name: str,
+    mode: str = "nested",
+    workers: int | None = None,
+    teds_timeout_s: float | None = 60.0,
+    meta: dict | None = None,
+) -> EvalRun:
+    """Score the predictions of ``samples`` (a missing prediction counts as an empty one)."""
+    preds = [predictions.get(s.key) or {"html": "", "error": "no prediction"} for s in samples]
+    teds_results = teds_batch([(p.get("html") or "", s.gt_html) for s, p in zip(samples, preds)], mode,
+                              workers=workers, timeout_s=teds_timeout_s)
+    results = []
+    for s, p, t in zip(samples, preds, teds_results):
+        results.append(SampleResult(
+            key=s.key, image_path=s.image_path, category=s.category, source=s.source, gt_html=s.gt_html,
+            pred_html=p.get("html") or "", latency_s=p.get("latency_s"), error=p.get("error"),
+            raw_output=p.get("raw") or "", teds=t.teds, teds_s=t.teds_s, teds_timed_out=t.timed_out,
+            teds_error=t.error, **sample_metrics(p.get("html") or "", s.gt_html),
+        ))
+    return EvalRun(name=name, samples=results, meta={"teds_mode": mode, **(meta or {})})
+
+
+def evaluate(
+    test_set: str | Path,
+    predictor: Predictor,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    name: str,
+    save_every: int = 10,
+    limit: int | None = None,
+    mode: str = "nested",
+    workers: int | None = None,
+    teds_timeout_s: float | None = 60.0,
+    log: Callable[[str], None] = lambda msg: None,
+) -> EvalRun:
+    """Predict (resumably) and score ``test_set``; write ``eval_run.json`` into ``out_dir`` and return the run."""
+    samples = load_test_set(test_set)
+    if limit is not None:
+        samples = samples[:limit]
+    check_images(samples, data_dir, test_set)
+    start = time.perf_counter()
+    predictions = predict_resumable(samples, predictor, data_dir, out_dir, save_every, log)
+    wall = time.perf_counter() - start
+    run = score(samples, predictions, name, mode, workers, teds_timeout_s,
+                meta={"predictor": predictor.name, "test_set": str(test_set), "data_dir": str(data_dir),
+                      "prediction_wall_s": wall})
+    run.save(Path(out_dir) / RUN_FILE)
+    return run

@@ -1,0 +1,146 @@
+"""``ocr-ft train``: train (or plan) a LoRA run, build the tiny model, merge an adapter, export LLaMA-Factory YAML.
+
+    ocr-ft train [train] --train TRAIN.jsonl --val VAL.jsonl --data-dir DIR --out DIR
+                         [--config YAML] [--set key=value ...] [--dry-run]
+    ocr-ft train tiny --texts-from JSONL --out DIR [--seed N]
+    ocr-ft train merge --base DIR --adapter DIR --out DIR [--check JSONL --data-dir DIR --check-n N]
+    ocr-ft train llamafactory --out FILE --dataset-dir DIR [--config YAML] [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ocr_ft.storage import read_jsonl
+from ocr_ft.train.config import ConfigError, load_config, parse_set_overrides
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ocr-ft train", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a LoRA adapter (or --dry-run to only plan)")
+    t.add_argument("--train", required=True, type=Path, help="training split JSONL")
+    t.add_argument("--val", type=Path, help="validation split JSONL")
+    t.add_argument("--data-dir", required=True, type=Path, help="directory the records' image_path is relative to")
+    t.add_argument("--out", type=Path, help="output directory (required unless --dry-run)")
+    t.add_argument("--config", type=Path, help="YAML with config keys overriding the seed defaults")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--dry-run", action="store_true", help="check data, config and token budgets; print the plan")
+    t.add_argument("--json", action="store_true", help="print the plan / summary as JSON")
+
+    k = sub.add_parser("tiny", help="build the tiny GLM-OCR-architecture model offline")
+    k.add_argument("--texts-from", required=True, type=Path, help="JSONL whose ground_truth_html trains the tokenizer")
+    k.add_argument("--out", required=True, type=Path)
+    k.add_argument("--seed", type=int, default=0)
+
+    m = sub.add_parser("merge", help="merge an adapter into a full model (checked against the adapter)")
+    m.add_argument("--base", required=True)
+    m.add_argument("--adapter", required=True, type=Path)
+    m.add_argument("--out", required=True, type=Path)
+    m.add_argument("--check", type=Path, help="JSONL of records whose outputs must match after merging")
+    m.add_argument("--data-dir", type=Path)
+    m.add_argument("--check-n", type=int, default=4)
+    m.add_argument("--config", type=Path)
+    m.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    lf = sub.add_parser("llamafactory", help="write the equivalent LLaMA-Factory training YAML")
+    lf.add_argument("--out", required=True, type=Path)
+    lf.add_argument("--dataset-dir", required=True, type=Path, help="directory holding dataset_info.json")
+    lf.add_argument("--output-dir", default="saves/glm-ocr-table-lora")
+    lf.add_argument("--config", type=Path)
+    lf.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
+def _progress(row: dict[str, Any]) -> None:
+    event = row.get("event")
+    if event == "train":
+        print(f"step {row['step']}/{row['total_steps']}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  "
+              f"{row.get('samples_per_second', 0):.2f} samples/s", flush=True)
+    elif event == "eval":
+        print(f"step {row['step']}/{row['total_steps']}  eval_loss {row['eval_loss']:.4f}", flush=True)
+    elif event == "left_out":
+        print(f"left out ({row['split']}) {row['name']}: {row['reason']} - {row['detail']}", flush=True)
+    elif event == "start":
+        resumed = f", resuming at step {row['resumed_from_step']}" if row.get("resumed_from_step") else ""
+        print(f"training {row['train_samples']} samples for {row['total_steps']} steps on {row['device']} "
+              f"({row['dtype']}){resumed}", flush=True)
+    elif event == "checkpoint":
+        print(f"checkpoint {row['path']}", flush=True)
+    elif event == "already_complete":
+        print("run already complete; nothing to do", flush=True)
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    config = load_config(a.config, **parse_set_overrides(a.overrides))
+    train_rows = read_jsonl(a.train)
+    val_rows = read_jsonl(a.val) if a.val else []
+    if a.dry_run:
+        from ocr_ft.train.budget import plan
+
+        result = plan(config, train_rows, a.data_dir, val_rows)
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2) if a.json else result.format())
+        return 0 if result.train.kept else 1
+    if a.out is None:
+        print("ocr-ft train: --out is required unless --dry-run", file=sys.stderr)
+        return 2
+    from ocr_ft.train.trainer import train
+
+    result = train(config, train_rows, val_rows, a.data_dir, a.out, on_log=_progress)
+    s = result.summary
+    print(json.dumps(s, ensure_ascii=False, indent=2) if a.json else
+          f"done: {s['steps']} steps, train loss {s['initial_train_loss']:.4f} -> {s['final_train_loss']:.4f}, "
+          f"eval loss {s['final_eval_loss']}, adapter at {result.adapter_dir}")
+    return 0
+
+
+def _cmd_tiny(a: argparse.Namespace) -> int:
+    from ocr_ft.train.tiny import build_tiny_model
+
+    texts = [r.get("ground_truth_html", "") for r in read_jsonl(a.texts_from)]
+    out = build_tiny_model(a.out, texts, seed=a.seed)
+    print(f"tiny model written to {out}")
+    return 0
+
+
+def _cmd_merge(a: argparse.Namespace) -> int:
+    from ocr_ft.train.modeling import merge_adapter
+
+    config = load_config(a.config, **parse_set_overrides(a.overrides))
+    records = read_jsonl(a.check)[: a.check_n] if a.check else []
+    res = merge_adapter(a.base, a.adapter, a.out, check_records=records, data_dir=a.data_dir, config=config)
+    print(f"merged model written to {res.out_dir} ({res.checked} samples checked identical)")
+    return 0
+
+
+def _cmd_llamafactory(a: argparse.Namespace) -> int:
+    from ocr_ft.train.llamafactory import write_llamafactory_config
+
+    config = load_config(a.config, **parse_set_overrides(a.overrides))
+    print(f"wrote {write_llamafactory_config(config, a.out, a.dataset_dir, a.output_dir)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("--") and argv[0] not in ("--help",):
+        argv = ["train", *argv]  # `ocr-ft train --train ...` means the train subcommand
+    args = _parser().parse_args(argv)
+    handlers = {"train": _cmd_train, "tiny": _cmd_tiny, "merge": _cmd_merge, "llamafactory": _cmd_llamafactory}
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"ocr-ft train: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # BaseModelError, MergeMismatchError
+        print(f"ocr-ft train: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

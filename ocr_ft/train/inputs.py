@@ -1,0 +1,288 @@
+"""Model inputs for GLM-OCR, built from the tokenizer and the image processor directly.
+
+One code path for every machine: ``Glm46VProcessor`` needs a video processor (hence torchvision), so instead
+the chat template is rendered as text, its single ``<|image|>`` is expanded to
+``image_grid_thw.prod() // merge_size**2`` image tokens, and ``mm_token_type_ids`` (1 on image tokens) is
+passed along, exactly what the stock processor would produce.
+
+The sequence is ``template(image, prompt, add_generation_prompt=True) + answer + EOS``; labels are -100
+everywhere except the answer and the EOS. The prompt part is the same ids :func:`build_prompt_inputs` gives
+for generation, so training and inference see identical prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from ocr_ft.train.config import MERGE_SIZE, PATCH_SIZE
+
+IGNORE_INDEX = -100
+DEFAULT_IMAGE_TOKEN = "<|image|>"
+# What the GLM-4.1V/GLM-OCR chat template renders for one image and one text part, used only when a
+# tokenizer carries no chat template.
+FALLBACK_TEMPLATE = "[gMASK]<sop><|user|>\n<|begin_of_image|>{image}<|end_of_image|>{prompt}<|assistant|>\n"
+# Turn markers that end an assistant answer in GLM chat models (stop tokens when present in the vocabulary).
+_TURN_END_TOKENS = ("<|user|>", "<|observation|>", "<|endoftext|>")
+
+
+class ImageSizeError(ValueError):
+    """The image cannot be resized for the vision tower (e.g. aspect ratio above 200)."""
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    image: int
+    prompt: int  # template text tokens around the image
+    label: int  # answer tokens + EOS
+    total: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"image": self.image, "prompt": self.prompt, "label": self.label, "total": self.total}
+
+
+@dataclass
+class ProcessorBundle:
+    """Tokenizer + image processor + the fixed prompt and pixel cap shared by training and inference."""
+
+    tokenizer: Any = field(repr=False)
+    image_processor: Any = field(repr=False)
+    prompt: str
+    min_pixels: int  # area bounds of the resized image, in pixels
+    max_pixels: int
+    source: str = ""  # where the tokenizer came from, for messages
+    image_token: str = field(init=False)
+    image_token_id: int = field(init=False)
+    eos_token_id: int = field(init=False)  # appended to every answer
+    pad_token_id: int = field(init=False)
+    stop_token_ids: list[int] = field(init=False)  # EOS + GLM turn markers: generation stops at any of them
+    prefix_ids: list[int] = field(init=False, repr=False)  # template tokens before the image tokens
+    suffix_ids: list[int] = field(init=False, repr=False)  # template tokens after them (prompt, assistant turn)
+    patch_size: int = field(init=False)
+    merge_size: int = field(init=False)
+    temporal_patch_size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        tok = self.tokenizer
+        self.image_token = getattr(tok, "image_token", None) or DEFAULT_IMAGE_TOKEN
+        self.image_token_id = _token_id(tok, self.image_token, self.source)
+        if tok.eos_token_id is None:
+            raise ValueError(f"tokenizer from {self.source or 'the base model'} has no EOS token")
+        self.eos_token_id = int(tok.eos_token_id)
+        self.pad_token_id = int(tok.pad_token_id) if tok.pad_token_id is not None else self.eos_token_id
+        stops = {self.eos_token_id}
+        for t in _TURN_END_TOKENS:
+            tid = tok.convert_tokens_to_ids(t)
+            if isinstance(tid, int) and tid != tok.unk_token_id and tid >= 0:
+                stops.add(tid)
+        self.stop_token_ids = sorted(stops)
+        text = render_prompt(tok, self.prompt)
+        if text.count(self.image_token) != 1:
+            raise ValueError(
+                f"the chat template of {self.source or 'the base model'} rendered {text.count(self.image_token)} "
+                f"{self.image_token} tokens for one image (expected exactly one): {text!r}"
+            )
+        prefix, suffix = text.split(self.image_token)
+        self.prefix_ids = tok.encode(prefix, add_special_tokens=False)
+        self.suffix_ids = tok.encode(suffix, add_special_tokens=False)
+        ip = self.image_processor
+        self.patch_size = int(getattr(ip, "patch_size", PATCH_SIZE))
+        self.merge_size = int(getattr(ip, "merge_size", MERGE_SIZE))
+        self.temporal_patch_size = int(getattr(ip, "temporal_patch_size", 2))
+
+    @property
+    def processor_size(self) -> dict[str, int]:
+        """The image processor's ``size``: its smart-resize compares ``temporal_patch_size * area`` to the
+        bounds, so the area bounds are scaled by it."""
+        t = self.temporal_patch_size
+        return {"shortest_edge": self.min_pixels * t, "longest_edge": self.max_pixels * t}
+
+    @property
+    def prompt_length(self) -> int:
+        return len(self.prefix_ids) + len(self.suffix_ids)
+
+
+def _token_id(tokenizer: Any, token: str, source: str) -> int:
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(tid, int) or tid < 0 or (tokenizer.unk_token_id is not None and tid == tokenizer.unk_token_id):
+        raise ValueError(f"tokenizer from {source or 'the base model'} has no {token} token")
+    return tid
+
+
+def render_prompt(tokenizer: Any, prompt: str) -> str:
+    """The generation prompt for one image followed by ``prompt``, via the tokenizer's chat template."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+        )
+    return FALLBACK_TEMPLATE.format(image=DEFAULT_IMAGE_TOKEN, prompt=prompt)
+
+
+# --------------------------------------------------------------------------- image geometry
+
+
+def resized_size(bundle: ProcessorBundle, width: int, height: int) -> tuple[int, int]:
+    """(height, width) the image processor resizes a ``width`` x ``height`` image to (same arithmetic)."""
+    from transformers.models.glm46v.image_processing_pil_glm46v import smart_resize
+
+    t = bundle.temporal_patch_size
+    size = bundle.processor_size
+    try:
+        return smart_resize(
+            num_frames=t, height=height, width=width, temporal_factor=t,
+            factor=bundle.patch_size * bundle.merge_size,
+            min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"],
+        )
+    except ValueError as exc:
+        raise ImageSizeError(f"image of {width}x{height} px cannot be resized: {exc}") from None
+
+
+def num_image_tokens(bundle: ProcessorBundle, width: int, height: int) -> int:
+    """Image tokens for an image of this size under the bundle's pixel cap, from the size alone."""
+    h, w = resized_size(bundle, width, height)
+    return (h // bundle.patch_size) * (w // bundle.patch_size) // bundle.merge_size**2
+
+
+def count_tokens(bundle: ProcessorBundle, width: int, height: int, label: str) -> TokenCount:
+    """Sequence length of one training sample: image tokens + template text + answer + EOS."""
+    image = num_image_tokens(bundle, width, height)
+    label_n = len(bundle.tokenizer.encode(label.strip(), add_special_tokens=False)) + 1
+    return TokenCount(image=image, prompt=bundle.prompt_length, label=label_n,
+                      total=image + bundle.prompt_length + label_n)
+
+
+def count_tokens_many(bundle: ProcessorBundle, sizes: Sequence[tuple[int, int]], labels: Sequence[str]) -> list[TokenCount]:
+    """:func:`count_tokens` for many samples, tokenizing the labels in one batch. Raises ImageSizeError."""
+    encoded = bundle.tokenizer([lb.strip() for lb in labels], add_special_tokens=False)["input_ids"] if labels else []
+    out = []
+    for (w, h), ids in zip(sizes, encoded):
+        image = num_image_tokens(bundle, w, h)
+        out.append(TokenCount(image, bundle.prompt_length, len(ids) + 1, image + bundle.prompt_length + len(ids) + 1))
+    return out
+
+
+# --------------------------------------------------------------------------- images
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode an image file to RGB; transparent pixels are composited onto white."""
+    with Image.open(path) as im:
+        im.load()
+        return to_rgb(im)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image.convert("RGB")
+
+
+def process_image(bundle: ProcessorBundle, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pixel_values, image_grid_thw)`` for one image under the bundle's pixel cap."""
+    image = to_rgb(image)
+    resized_size(bundle, *image.size)  # raises ImageSizeError with the size named
+    out = bundle.image_processor(images=[image], size=bundle.processor_size, return_tensors="pt")
+    return out["pixel_values"], out["image_grid_thw"]
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+def _prompt_ids(bundle: ProcessorBundle, grid_thw: torch.Tensor) -> tuple[list[int], list[int]]:
+    n = int(grid_thw.prod().item()) // bundle.merge_size**2
+    ids = bundle.prefix_ids + [bundle.image_token_id] * n + bundle.suffix_ids
+    mm = [0] * len(bundle.prefix_ids) + [1] * n + [0] * len(bundle.suffix_ids)
+    return ids, mm
+
+
+def build_training_example(bundle: ProcessorBundle, image: Image.Image, label: str) -> dict[str, Any]:
+    """One sample: ``input_ids``/``labels``/``mm_token_type_ids`` lists plus the image tensors."""
+    pixel_values, grid = process_image(bundle, image)
+    prompt_ids, mm = _prompt_ids(bundle, grid[0])
+    answer = bundle.tokenizer.encode(label.strip(), add_special_tokens=False) + [bundle.eos_token_id]
+    return {
+        "input_ids": prompt_ids + answer,
+        "labels": [IGNORE_INDEX] * len(prompt_ids) + answer,
+        "mm_token_type_ids": mm + [0] * len(answer),
+        "pixel_values": pixel_values,
+        "image_grid_thw": grid,
+    }
+
+
+def build_prompt_inputs(bundle: ProcessorBundle, image: Image.Image) -> dict[str, torch.Tensor]:
+    """Generation inputs (batch of one) for ``image``: pass them to ``model.generate(**inputs)``."""
+    pixel_values, grid = process_image(bundle, image)
+    ids, mm = _prompt_ids(bundle, grid[0])
+    return {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+        "mm_token_type_ids": torch.tensor([mm], dtype=torch.long),
+        "pixel_values": pixel_values,
+        "image_grid_thw": grid,
+    }
+
+
+def collate(examples: Sequence[dict[str, Any]], pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad a list of examples (from :func:`build_training_example` or prompt-only dicts with list ids)."""
+    if not examples:
+        raise ValueError("cannot collate an empty batch")
+    longest = max(len(e["input_ids"]) for e in examples)
+    has_labels = "labels" in examples[0]
+    batch: dict[str, list] = {"input_ids": [], "attention_mask": [], "mm_token_type_ids": []}
+    if has_labels:
+        batch["labels"] = []
+    for e in examples:
+        n = len(e["input_ids"])
+        pad = longest - n
+
+        def padded(seq: list[int], value: int) -> list[int]:
+            return list(seq) + [value] * pad if padding_side == "right" else [value] * pad + list(seq)
+
+        batch["input_ids"].append(padded(e["input_ids"], pad_token_id))
+        batch["attention_mask"].append(padded([1] * n, 0))
+        batch["mm_token_type_ids"].append(padded(e["mm_token_type_ids"], 0))
+        if has_labels:
+            batch["labels"].append(padded(e["labels"], IGNORE_INDEX))
+    out = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+    out["pixel_values"] = torch.cat([e["pixel_values"] for e in examples], dim=0)
+    out["image_grid_thw"] = torch.cat([e["image_grid_thw"] for e in examples], dim=0)
+    return out
+
+
+def build_generation_batch(bundle: ProcessorBundle, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+    """Left-padded generation inputs for several images."""
+    examples = []
+    for image in images:
+        pixel_values, grid = process_image(bundle, image)
+        ids, mm = _prompt_ids(bundle, grid[0])
+        examples.append({"input_ids": ids, "mm_token_type_ids": mm, "pixel_values": pixel_values, "image_grid_thw": grid})
+    return collate(examples, bundle.pad_token_id, padding_side="left")
+
+
+class TrainingCollator:
+    """Callable for a DataLoader: list of ``(image, label)`` pairs -> padded training batch."""
+
+    def __init__(self, bundle: ProcessorBundle):
+        self.bundle = bundle
+
+    def __call__(self, items: Sequence[tuple[Image.Image, str]]) -> dict[str, torch.Tensor]:
+        examples = [build_training_example(self.bundle, image, label) for image, label in items]
+        return collate(examples, self.bundle.pad_token_id, padding_side="right")
+
+
+def decode_generated(bundle: ProcessorBundle, sequences: torch.Tensor, prompt_length: int) -> list[str]:
+    """Text of the generated part of ``model.generate`` output (special tokens dropped, whitespace stripped)."""
+    return [
+        bundle.tokenizer.decode(row[prompt_length:].tolist(), skip_special_tokens=True).strip()
+        for row in sequences
+    ]

@@ -1,0 +1,87 @@
+"""A LLaMA-Factory training YAML that mirrors a :class:`TrainConfig` (LLaMA-Factory is not a dependency).
+
+The datasets are referenced by the names the data export writes into its ``dataset_info.json``:
+``ocr_ft_train`` and ``ocr_ft_val``. LoRA targets: ``lora_target: all`` with ``freeze_vision_tower`` makes
+LLaMA-Factory put LoRA on every linear layer of the language model only (a comma list such as
+``down_proj`` would also hit the vision tower's layers of the same name).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ocr_ft.storage import atomic_write_text
+from ocr_ft.train.config import TrainConfig
+
+TRAIN_DATASET = "ocr_ft_train"
+VAL_DATASET = "ocr_ft_val"
+TEMPLATE = "glm_ocr"
+
+
+def llamafactory_config(config: TrainConfig, dataset_dir: str | Path, output_dir: str | Path) -> dict[str, Any]:
+    """The LLaMA-Factory ``llamafactory-cli train`` arguments equivalent to ``config``."""
+    return {
+        # model
+        "model_name_or_path": config.base_model,
+        "image_max_pixels": config.max_pixels,
+        "image_min_pixels": config.min_pixels,
+        "trust_remote_code": True,
+        # method
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "lora",
+        "lora_rank": config.lora_rank,
+        "lora_alpha": config.lora_alpha,
+        "lora_dropout": config.lora_dropout,
+        "lora_target": "all",
+        "freeze_vision_tower": not config.vision_lora,
+        "freeze_multi_modal_projector": not config.vision_lora,
+        # dataset
+        "dataset": TRAIN_DATASET,
+        "eval_dataset": VAL_DATASET,
+        "dataset_dir": str(dataset_dir),
+        "template": TEMPLATE,
+        "cutoff_len": config.max_seq_len,
+        "overwrite_cache": True,
+        "dataloader_num_workers": config.dataloader_workers,
+        # output
+        "output_dir": str(output_dir),
+        "logging_steps": config.logging_steps,
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "plot_loss": True,
+        "overwrite_output_dir": False,
+        "report_to": "none",
+        # train
+        "per_device_train_batch_size": config.per_device_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": float(config.num_epochs),
+        **({"max_steps": config.max_steps} if config.max_steps is not None else {}),
+        "lr_scheduler_type": config.lr_scheduler if config.lr_scheduler != "constant" else "constant_with_warmup",
+        "warmup_ratio": config.warmup_ratio,
+        "weight_decay": config.weight_decay,
+        "max_grad_norm": config.max_grad_norm,
+        "bf16": config.precision != "fp32",
+        "disable_gradient_checkpointing": not config.gradient_checkpointing,
+        "seed": config.seed,
+        # eval
+        "per_device_eval_batch_size": config.per_device_batch_size,
+        "eval_strategy": "steps",
+        "eval_steps": config.eval_steps or config.save_steps,
+    }
+
+
+def write_llamafactory_config(config: TrainConfig, path: str | Path, dataset_dir: str | Path,
+                              output_dir: str | Path = "saves/glm-ocr-table-lora") -> Path:
+    """Write the YAML to ``path`` (atomically). ``dataset_dir`` holds the export's ``dataset_info.json``."""
+    header = (
+        "# LLaMA-Factory (>= 0.9.5, template glm_ocr) equivalent of the ocr-ft training config.\n"
+        "# Run: llamafactory-cli train THIS_FILE\n"
+        "# Note: LLaMA-Factory truncates to cutoff_len; the ocr-ft export only contains samples that fit.\n"
+    )
+    body = yaml.safe_dump(llamafactory_config(config, dataset_dir, output_dir), sort_keys=False, allow_unicode=True)
+    return atomic_write_text(path, header + body)

@@ -1,0 +1,347 @@
+"""Load GLM-OCR (hub id or local directory), put LoRA on it, generate, and merge adapters.
+
+Public entry points for the rest of the project:
+
+* :func:`load_model_and_processor` - base model (optionally with a LoRA adapter) + :class:`ProcessorBundle`.
+* :func:`load_finetuned` - the model a training run produced, from its output directory.
+* :func:`generate_html` - greedy table HTML for PIL images (no repetition penalty).
+* :func:`merge_adapter` - merge an adapter into a full model, checked against the adapter's outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ocr_ft.storage import atomic_dir, atomic_write_json
+from ocr_ft.train.config import TrainConfig, load_config
+from ocr_ft.train.inputs import ProcessorBundle, build_generation_batch, decode_generated, load_image
+
+MODEL_TYPE = "glm_ocr"
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
+
+
+class BaseModelError(RuntimeError):
+    """The base model (or adapter) is missing, corrupt, or not a GLM-OCR model; the message names it."""
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def resolve_local_files_only(flag: bool | None = None) -> bool:
+    """``flag`` if given, else true when ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set to a true value."""
+    if flag is not None:
+        return flag
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on a bf16-capable GPU, fp32 elsewhere; ``bf16`` / ``fp32`` as asked."""
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def check_model_dir(path: str | Path) -> Path:
+    """Fail clearly unless ``path`` is a readable GLM-OCR model directory (config.json + weights)."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise BaseModelError(f"base model directory not found: {p}")
+    cfg_path = p / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BaseModelError(f"base model {p}: config.json is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BaseModelError(f"base model {p}: config.json is unreadable ({exc})") from None
+    if not isinstance(cfg, dict) or cfg.get("model_type") != MODEL_TYPE:
+        got = cfg.get("model_type") if isinstance(cfg, dict) else type(cfg).__name__
+        raise BaseModelError(f"base model {p}: expected a GLM-OCR model (model_type {MODEL_TYPE!r}), got {got!r}")
+    if not any(any(p.glob(pattern)) for pattern in _WEIGHT_PATTERNS):
+        raise BaseModelError(f"base model {p}: no weights found (expected model.safetensors or pytorch_model.bin)")
+    return p
+
+
+def _source(base_model: str | Path, local_files_only: bool) -> tuple[str, dict[str, Any]]:
+    """Resolve ``base_model`` to what ``from_pretrained`` takes, checking local directories up front."""
+    base = str(base_model)
+    p = Path(base).expanduser()
+    if p.exists() or base.startswith((".", "/", "~")):
+        return str(check_model_dir(p)), {"local_files_only": True}
+    return base, {"local_files_only": local_files_only}
+
+
+def _wrap(base_model: str, what: str, exc: Exception, local_files_only: bool) -> BaseModelError:
+    hint = " (offline: HF_HUB_OFFLINE / local_files_only is set, so only the local cache is used)" if local_files_only else ""
+    return BaseModelError(f"could not load the {what} of base model {base_model!r}{hint}: {type(exc).__name__}: {exc}")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_processor(
+    base_model: str | Path,
+    config: TrainConfig | None = None,
+    local_files_only: bool | None = None,
+) -> ProcessorBundle:
+    """Tokenizer + PIL/torchvision image processor of ``base_model`` with ``config``'s prompt and pixel cap."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    config = config or load_config()
+    offline = resolve_local_files_only(config.local_files_only if local_files_only is None else local_files_only)
+    src, kw = _source(base_model, offline)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src, **kw)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the model named
+        raise _wrap(str(base_model), "tokenizer", exc, offline) from exc
+    backend = None if config.image_backend == "auto" else config.image_backend
+    try:
+        image_processor = AutoImageProcessor.from_pretrained(src, backend=backend, **kw)
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(str(base_model), "image processor (preprocessor_config.json)", exc, offline) from exc
+    try:
+        return ProcessorBundle(tokenizer, image_processor, config.prompt, config.min_pixels, config.max_pixels,
+                               source=str(base_model))
+    except ValueError as exc:
+        raise BaseModelError(str(exc)) from exc
+
+
+def load_model_and_processor(
+    base_model: str | Path,
+    config: TrainConfig | None = None,
+    adapter_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    local_files_only: bool | None = None,
+) -> tuple[Any, ProcessorBundle]:
+    """Load ``base_model`` (hub id or local dir) for inference, with the LoRA adapter at ``adapter_dir`` if given.
+
+    ``config`` supplies the prompt, pixel cap, precision and image backend (seed defaults when None). The
+    model is in eval mode on ``device`` (CUDA when available). Raises :class:`BaseModelError` naming the model
+    when it is missing, corrupt or not GLM-OCR.
+    """
+    config = config or load_config()
+    bundle = load_processor(base_model, config, local_files_only)
+    dev = resolve_device(device)
+    model = load_base_model(base_model, dtype or resolve_dtype(config.precision, dev), config, local_files_only)
+    if adapter_dir is not None:
+        model = attach_adapter(model, adapter_dir)
+    model.to(dev).eval()
+    _check_token_ids(model, bundle)
+    return model, bundle
+
+
+def load_base_model(base_model: str | Path, dtype: torch.dtype, config: TrainConfig | None = None,
+                    local_files_only: bool | None = None) -> Any:
+    """The bare ``GlmOcrForConditionalGeneration`` (on CPU, in ``dtype``)."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    config = config or load_config()
+    offline = resolve_local_files_only(config.local_files_only if local_files_only is None else local_files_only)
+    src, kw = _source(base_model, offline)
+    try:
+        hf_config = AutoConfig.from_pretrained(src, **kw)
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(str(base_model), "config", exc, offline) from exc
+    if getattr(hf_config, "model_type", None) != MODEL_TYPE:
+        raise BaseModelError(f"base model {base_model!r}: expected model_type {MODEL_TYPE!r}, "
+                             f"got {getattr(hf_config, 'model_type', None)!r}")
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(src, config=hf_config, dtype=dtype, **kw)
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(str(base_model), "weights", exc, offline) from exc
+    return model
+
+
+def _check_token_ids(model: Any, bundle: ProcessorBundle) -> None:
+    want = getattr(unwrap_model(model).config, "image_token_id", None)
+    if want is not None and want != bundle.image_token_id:
+        raise BaseModelError(
+            f"{bundle.source}: tokenizer's {bundle.image_token} is id {bundle.image_token_id} but the model "
+            f"config says image_token_id={want}; tokenizer and weights do not belong together"
+        )
+
+
+def unwrap_model(model: Any) -> Any:
+    """The ``GlmOcrForConditionalGeneration`` inside a PEFT wrapper (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def attach_adapter(model: Any, adapter_dir: str | Path, trainable: bool = False) -> Any:
+    """Wrap ``model`` with the PEFT LoRA adapter saved at ``adapter_dir``."""
+    from peft import PeftModel
+
+    p = Path(adapter_dir)
+    if not (p / "adapter_config.json").is_file():
+        raise BaseModelError(f"LoRA adapter not found: {p} has no adapter_config.json")
+    if not any(p.glob("adapter_model.*")):
+        raise BaseModelError(f"LoRA adapter {p}: no adapter weights (adapter_model.safetensors)")
+    try:
+        return PeftModel.from_pretrained(model, str(p), is_trainable=trainable)
+    except Exception as exc:  # noqa: BLE001
+        raise BaseModelError(f"could not load LoRA adapter {p}: {type(exc).__name__}: {exc}") from exc
+
+
+def load_finetuned(run_dir: str | Path, device: str | torch.device | None = None,
+                   local_files_only: bool | None = None) -> tuple[Any, ProcessorBundle, TrainConfig]:
+    """The model a :func:`ocr_ft.train.trainer.train` run produced: base + ``run_dir/adapter``, same prompt and
+    pixel cap as training (read from ``run_dir/config.yaml``)."""
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise BaseModelError(f"training run {run}: config.yaml is missing (not a finished training output?)")
+    config = load_config(run / "config.yaml")
+    model, bundle = load_model_and_processor(config.base_model, config, adapter_dir=run / "adapter",
+                                             device=device, local_files_only=local_files_only)
+    return model, bundle, config
+
+
+# --------------------------------------------------------------------------- LoRA
+
+
+def lora_target_regex(model: Any, vision_lora: bool = False) -> str:
+    """Regex (PEFT full-match on module names) selecting every linear layer of the language model, plus the
+    vision tower's when ``vision_lora``. Scoped by module path: ``down_proj`` etc. exist in both towers."""
+    base = unwrap_model(model)
+    inner = getattr(base, "model", None)
+    if inner is None or not hasattr(inner, "language_model") or not hasattr(inner, "visual"):
+        raise BaseModelError(f"{type(base).__name__} has no model.language_model / model.visual: not GLM-OCR")
+    names = {id(m): n for n, m in base.named_modules()}
+    parts = []
+    scopes = [inner.language_model] + ([inner.visual] if vision_lora else [])
+    for scope in scopes:
+        prefix = names[id(scope)]
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in scope.named_modules() if isinstance(m, torch.nn.Linear)})
+        if leaves:
+            parts.append(rf"{re.escape(prefix)}\.(?:.*\.)?(?:{'|'.join(map(re.escape, leaves))})")
+    return "^(?:" + "|".join(parts) + ")$"
+
+
+def apply_lora(model: Any, config: TrainConfig) -> Any:
+    """Freeze ``model`` and add trainable LoRA adapters per ``config`` (rank, alpha, dropout, vision_lora)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, bias="none",
+        target_modules=lora_target_regex(model, config.vision_lora), task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def lora_module_names(model: Any) -> list[str]:
+    """Names of the modules that carry LoRA weights."""
+    from peft.tuners.lora import LoraLayer
+
+    return [n for n, m in unwrap_model(model).named_modules() if isinstance(m, LoraLayer)]
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@torch.no_grad()
+def generate_html(model: Any, bundle: ProcessorBundle, images: Sequence[Any], max_new_tokens: int = 2048,
+                  batch_size: int = 1) -> list[str]:
+    """Greedy decoding (no sampling, no repetition penalty) of table HTML for PIL images or image paths."""
+    from transformers import GenerationConfig
+
+    device = next(model.parameters()).device
+    gen = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, repetition_penalty=1.0,
+        eos_token_id=bundle.stop_token_ids, pad_token_id=bundle.pad_token_id,
+    )
+    out: list[str] = []
+    for i in range(0, len(images), batch_size):
+        chunk = [load_image(im) if isinstance(im, (str, Path)) else im for im in images[i:i + batch_size]]
+        batch = {k: v.to(device) for k, v in build_generation_batch(bundle, chunk).items()}
+        sequences = model.generate(**batch, generation_config=gen)
+        out.extend(decode_generated(bundle, sequences, batch["input_ids"].shape[1]))
+    return out
+
+
+# --------------------------------------------------------------------------- merge
+
+
+class MergeMismatchError(RuntimeError):
+    """The merged model's greedy outputs differ from the adapter's."""
+
+
+@dataclass
+class MergeResult:
+    out_dir: Path
+    checked: int  # samples whose merged and adapter outputs were compared (all identical)
+    outputs: list[str]
+
+
+def merge_adapter(
+    base_model: str | Path,
+    adapter_dir: str | Path,
+    out_dir: str | Path,
+    check_records: Sequence[Any] = (),
+    data_dir: str | Path | None = None,
+    config: TrainConfig | None = None,
+    max_new_tokens: int = 256,
+    save_dtype: torch.dtype = torch.float32,
+) -> MergeResult:
+    """Merge the LoRA adapter into ``base_model`` and save a standalone model directory at ``out_dir``.
+
+    Merging happens in fp32. When ``check_records`` (records or dicts with ``image_path`` relative to
+    ``data_dir``, or PIL images) are given, the saved merged model is reloaded and its greedy outputs must equal
+    the adapter model's on each; otherwise :class:`MergeMismatchError` is raised and ``out_dir`` is not
+    written.
+    """
+    config = config or load_config()
+    config = config.replace(precision="fp32")
+    model, bundle = load_model_and_processor(base_model, config, adapter_dir=adapter_dir, device="cpu",
+                                             dtype=torch.float32)
+    images = [_check_image(r, data_dir) for r in check_records]
+    expected = generate_html(model, bundle, images, max_new_tokens) if images else []
+    merged = model.merge_and_unload()
+    out = Path(out_dir)
+    with atomic_dir(out) as tmp:
+        merged.to(save_dtype).save_pretrained(tmp)
+        bundle.tokenizer.save_pretrained(tmp)
+        bundle.image_processor.save_pretrained(tmp)
+        if images:
+            reloaded, rb = load_model_and_processor(tmp, config, device="cpu", dtype=save_dtype)
+            got = generate_html(reloaded, rb, images, max_new_tokens)
+            bad = [i for i, (a, b) in enumerate(zip(expected, got)) if a != b]
+            if bad:
+                i = bad[0]
+                raise MergeMismatchError(
+                    f"merged model differs from adapter {adapter_dir} on {len(bad)}/{len(images)} check samples; "
+                    f"first (#{i}): adapter={expected[i][:200]!r} merged={got[i][:200]!r}"
+                )
+        atomic_write_json(tmp / "merge_manifest.json", {
+            "base_model": str(base_model), "adapter_dir": str(adapter_dir), "checked_samples": len(images),
+            "save_dtype": str(save_dtype).replace("torch.", ""),
+        })
+    return MergeResult(out, len(images), expected)
+
+
+def _check_image(item: Any, data_dir: str | Path | None) -> Any:
+    if hasattr(item, "size") and hasattr(item, "mode"):  # a PIL image
+        return item
+    rel = item["image_path"] if isinstance(item, dict) else item.image_path
+    p = Path(rel)
+    if not p.is_absolute():
+        if data_dir is None:
+            raise ValueError(f"check record image {rel!r} is relative but no data_dir was given")
+        p = Path(data_dir) / p
+    return load_image(p)

@@ -1,0 +1,431 @@
+"""The LoRA training loop: transformers + peft, resumable, with answer-only loss.
+
+Output directory layout::
+
+    config.yaml          resolved TrainConfig of the run
+    loss_log.jsonl       one row per logged step: step, epoch, loss, lr, grad_norm (+ eval_loss at eval steps)
+    checkpoints/step-N/  adapter + optimizer/scheduler/RNG state + trainer_state.json (written atomically)
+    adapter/             final PEFT adapter (adapter_config.json + adapter_model.safetensors)
+    summary.json         losses, steps, throughput, peak memory, samples left out by the token budget
+
+Loss: summed cross-entropy over answer tokens (label HTML + EOS) of all micro-batches of an optimizer step,
+divided by their token count, so gradient accumulation gives the same gradient as one large batch. The data
+order is a function of (seed, epoch), so a re-run on the same directory resumes from the newest checkpoint
+at the exact micro-batch where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ocr_ft.storage import atomic_dir, atomic_write_json, atomic_write_jsonl, sha256_json
+from ocr_ft.train.budget import BudgetReport, check_budget, field_of, image_file, schedule_numbers
+from ocr_ft.train.config import TrainConfig, load_config
+from ocr_ft.train.inputs import IGNORE_INDEX, ProcessorBundle, TrainingCollator, load_image
+from ocr_ft.train.modeling import (
+    apply_lora,
+    load_base_model,
+    load_processor,
+    lora_module_names,
+    resolve_device,
+    resolve_dtype,
+    unwrap_model,
+)
+
+LogFn = Callable[[dict[str, Any]], None]
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    summary: dict[str, Any]
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.output_dir / "adapter"
+
+    @property
+    def config_path(self) -> Path:
+        return self.output_dir / "config.yaml"
+
+    @property
+    def loss_log_path(self) -> Path:
+        return self.output_dir / "loss_log.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.output_dir / "summary.json"
+
+    @property
+    def steps(self) -> int:
+        return int(self.summary["steps"])
+
+
+# --------------------------------------------------------------------------- data order
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def step_micro_batches(n: int, config: TrainConfig, step: int) -> list[list[int]]:
+    """Sample indices of each micro-batch of optimizer step ``step`` (0-based, global)."""
+    nums = schedule_numbers(n, config)
+    epoch, j = divmod(step, nums["steps_per_epoch"])
+    order = epoch_order(n, config.seed, epoch)
+    bs, ga = config.per_device_batch_size, config.gradient_accumulation_steps
+    batches = [order[i:i + bs] for i in range(0, n, bs)]
+    return batches[j * ga:(j + 1) * ga]
+
+
+class _PairDataset(torch.utils.data.Dataset):
+    def __init__(self, records: Sequence[Any], data_dir: Path):
+        self.records, self.data_dir = records, data_dir
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        r = self.records[i]
+        return load_image(image_file(r, self.data_dir)), field_of(r, "ground_truth_html")
+
+
+def _batches(dataset, batch_lists: list[list[int]], bundle: ProcessorBundle, workers: int) -> Iterator[dict]:
+    if not batch_lists:
+        return iter(())
+    # A private generator: creating the loader must not draw from the global RNG (LoRA dropout uses it), so a
+    # resumed run continues with exactly the RNG state of the uninterrupted one.
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batch_lists, collate_fn=TrainingCollator(bundle),
+                                         num_workers=workers, generator=torch.Generator().manual_seed(0))
+    return iter(loader)
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def answer_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """(summed cross-entropy over answer tokens, number of answer tokens) for one padded batch.
+
+    The LM head runs only on positions that predict an answer token, which skips the image and prompt.
+    """
+    base = unwrap_model(model)
+    out = base.model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+        mm_token_type_ids=batch["mm_token_type_ids"], pixel_values=batch["pixel_values"],
+        image_grid_thw=batch["image_grid_thw"], use_cache=False,
+    )
+    targets = batch["labels"][:, 1:]
+    mask = targets != IGNORE_INDEX
+    logits = base.lm_head(out.last_hidden_state[:, :-1][mask]).float()
+    return F.cross_entropy(logits, targets[mask], reduction="sum"), int(mask.sum())
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def eval_loss(model: Any, bundle: ProcessorBundle, records: Sequence[Any], data_dir: Path, batch_size: int,
+              device: torch.device, workers: int = 0) -> float | None:
+    """Mean answer-token cross-entropy of ``model`` on ``records`` (None when there are none)."""
+    if not records:
+        return None
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    lists = [list(range(i, min(i + batch_size, len(records)))) for i in range(0, len(records), batch_size)]
+    for batch in _batches(_PairDataset(records, data_dir), lists, bundle, workers):
+        s, n = answer_loss_sum(model, _to(batch, device))
+        total, tokens = total + float(s), tokens + n
+    model.train(was_training)
+    return total / max(tokens, 1)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint_dirs(out: Path) -> list[Path]:
+    root = out / CHECKPOINTS
+    found = [p for p in root.glob("step-*") if (p / "trainer_state.json").is_file()] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _save_checkpoint(out: Path, model, optimizer, scheduler, state: dict[str, Any], keep: int) -> Path:
+    target = out / CHECKPOINTS / f"step-{state['step']:08d}"
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        rng = {"cpu": torch.random.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
+                   tmp / "training_state.pt")
+        atomic_write_json(tmp / "trainer_state.json", state)
+    for old in _checkpoint_dirs(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> dict[str, Any]:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
+    st = torch.load(ckpt / "training_state.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(st["optimizer"])
+    scheduler.load_state_dict(st["scheduler"])
+    torch.random.set_rng_state(st["rng"]["cpu"])
+    if "cuda" in st["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["rng"]["cuda"])
+    return _read_json(ckpt / "trainer_state.json")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _scheduler(optimizer, config: TrainConfig, total: int, warmup: int):
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    if config.lr_scheduler == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup, total)
+    if config.lr_scheduler == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warmup, total)
+    return get_constant_schedule_with_warmup(optimizer, warmup)
+
+
+def _peak_memory(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_memory_allocated"
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_max_rss"
+
+
+def _data_fingerprint(records: Sequence[Any]) -> str:
+    return sha256_json([
+        field_of(r, "content_hash") or [field_of(r, "image_path"), field_of(r, "ground_truth_html")] for r in records
+    ])
+
+
+def _emit(on_log: LogFn | None, row: dict[str, Any]) -> None:
+    if on_log is not None:
+        on_log(dict(row))
+
+
+def _completed_result(out: Path, fingerprint: str) -> TrainResult | None:
+    path = out / "summary.json"
+    if not path.is_file() or not (out / "adapter" / "adapter_config.json").is_file():
+        return None
+    summary = _read_json(path)
+    if summary.get("status") == "completed" and summary.get("fingerprint") == fingerprint:
+        return TrainResult(out, summary)
+    return None
+
+
+# --------------------------------------------------------------------------- train
+
+
+def train(
+    config: TrainConfig | None,
+    train_records: Sequence[Any],
+    val_records: Sequence[Any],
+    data_dir: str | Path,
+    output_dir: str | Path,
+    on_log: LogFn | None = None,
+    device: str | torch.device | None = None,
+) -> TrainResult:
+    """Fine-tune ``config.base_model`` with LoRA on ``train_records`` (records or dicts, image paths relative to
+    ``data_dir``) and write the run to ``output_dir`` (layout in the module docstring).
+
+    Re-running on the same ``output_dir`` resumes from the newest checkpoint (same config and data), or returns
+    the finished result without training again. ``on_log`` receives progress dicts (``event``, ``step``,
+    ``total_steps``, ``loss``, ``lr``, ``eval_loss`` ...). Exceptions from ``on_log`` stop training (the last
+    checkpoint stays).
+    """
+    config = config or load_config()
+    out, data_dir = Path(output_dir), Path(data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = load_processor(config.base_model, config)
+    budget = check_budget(bundle, train_records, data_dir, config.max_seq_len)
+    val_budget = check_budget(bundle, val_records, data_dir, config.max_seq_len)
+    for split, rep in (("train", budget), ("val", val_budget)):
+        for x in rep.left_out:
+            _emit(on_log, {"event": "left_out", "split": split, **x.to_dict()})
+    if not budget.kept:
+        reasons = sorted({x.reason for x in budget.left_out})
+        raise ValueError(f"no training sample fits: {len(budget.left_out)} left out ({', '.join(reasons) or 'no input'})")
+    fingerprint = sha256_json([config.fingerprint(), _data_fingerprint(budget.kept)])
+    done = _completed_result(out, fingerprint)
+    if done is not None:
+        _emit(on_log, {"event": "already_complete", "step": done.steps, "total_steps": done.steps})
+        return done
+
+    checkpoints = _checkpoint_dirs(out)
+    state_files = [c / "trainer_state.json" for c in checkpoints[-1:]] + [out / "summary.json"]
+    previous = [_read_json(f).get("fingerprint") for f in state_files if f.is_file()]
+    if previous and config.resume and any(f != fingerprint for f in previous):
+        raise ValueError(
+            f"{out} holds a different run (config or training data changed); use another output directory "
+            f"or set resume: false to start over"
+        )
+    if not config.resume:
+        for p in (out / CHECKPOINTS, out / "adapter"):
+            shutil.rmtree(p, ignore_errors=True)
+        checkpoints = []
+    for stale in (out / CHECKPOINTS).glob(".step-*") if (out / CHECKPOINTS).is_dir() else ():
+        shutil.rmtree(stale, ignore_errors=True)  # half-written checkpoint of a killed process
+    (out / "summary.json").unlink(missing_ok=True)
+    config.save(out / "config.yaml")
+    return _run(config, bundle, budget, val_budget, data_dir, out, fingerprint,
+                checkpoints[-1] if checkpoints else None, on_log, resolve_device(device))
+
+
+def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val_budget: BudgetReport,
+         data_dir: Path, out: Path, fingerprint: str, resume_from: Path | None, on_log: LogFn | None,
+         device: torch.device) -> TrainResult:
+    dtype = resolve_dtype(config.precision, device)
+    n = len(budget.kept)
+    nums = schedule_numbers(n, config)
+    total, warmup = nums["total_steps"], nums["warmup_steps"]
+    answer_tokens = [c.label for c in budget.counts]
+    seq_tokens = [c.total for c in budget.counts]
+    eval_records = val_budget.kept[: config.max_eval_samples]
+
+    torch.manual_seed(config.seed)
+    model = load_base_model(config.base_model, dtype, config)
+    model.config.use_cache = False
+    if config.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model = apply_lora(model, config).to(device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = _scheduler(optimizer, config, total, warmup)
+
+    log_rows: list[dict[str, Any]] = []
+    start_step, resumed_from = 0, None
+    if resume_from is not None:
+        state = _load_checkpoint(resume_from, model, optimizer, scheduler)
+        start_step = resumed_from = int(state["step"])
+        log_rows = list(state.get("log_history", []))
+        atomic_write_jsonl(out / "loss_log.jsonl", log_rows)
+    else:
+        atomic_write_jsonl(out / "loss_log.jsonl", [])
+    _emit(on_log, {"event": "start", "step": start_step, "total_steps": total, "train_samples": n,
+                   "val_samples": len(eval_records), "left_out": len(budget.left_out), "device": str(device),
+                   "dtype": str(dtype).replace("torch.", ""), "resumed_from_step": resumed_from})
+
+    def record(row: dict[str, Any]) -> None:
+        if log_rows and log_rows[-1]["step"] == row["step"]:
+            log_rows[-1].update(row)
+        else:
+            log_rows.append(row)
+        atomic_write_jsonl(out / "loss_log.jsonl", log_rows)
+
+    dataset = _PairDataset(budget.kept, data_dir)
+    if start_step == 0 and config.eval_at_start and eval_records:
+        ev = eval_loss(model, bundle, eval_records, data_dir, config.per_device_batch_size, device, config.dataloader_workers)
+        record({"step": 0, "eval_loss": ev})
+        _emit(on_log, {"event": "eval", "step": 0, "total_steps": total, "eval_loss": ev})
+
+    step_lists = [step_micro_batches(n, config, s) for s in range(start_step, total)]
+    batches = _batches(dataset, [b for lists in step_lists for b in lists], bundle, config.dataloader_workers)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    train_time, samples_done, tokens_done = 0.0, 0, 0
+    window_loss, window_tokens = 0.0, 0
+    for step, lists in zip(range(start_step, total), step_lists):
+        t0 = time.perf_counter()
+        step_tokens = sum(answer_tokens[i] for b in lists for i in b)
+        loss_sum = 0.0
+        for _ in lists:
+            batch = _to(next(batches), device)
+            s, _n = answer_loss_sum(model, batch)
+            (s / step_tokens).backward()
+            loss_sum += float(s.detach())
+        grad_norm = (torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm) if config.max_grad_norm > 0
+                     else torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+        optimizer.step()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_time += time.perf_counter() - t0
+        samples_done += sum(len(b) for b in lists)
+        tokens_done += sum(seq_tokens[i] for b in lists for i in b)
+        window_loss, window_tokens = window_loss + loss_sum, window_tokens + step_tokens
+        done = step + 1
+        if done == 1 or done % config.logging_steps == 0 or done == total:
+            row = {"step": done, "epoch": round(done / nums["steps_per_epoch"], 4),
+                   "loss": window_loss / window_tokens, "lr": lr, "grad_norm": float(grad_norm)}
+            window_loss, window_tokens = 0.0, 0
+            record(row)
+            _emit(on_log, {"event": "train", "total_steps": total, **row,
+                           "samples_per_second": samples_done / train_time})
+        if eval_records and ((config.eval_steps and done % config.eval_steps == 0) or done == total):
+            ev = eval_loss(model, bundle, eval_records, data_dir, config.per_device_batch_size, device,
+                           config.dataloader_workers)
+            record({"step": done, "eval_loss": ev})
+            _emit(on_log, {"event": "eval", "step": done, "total_steps": total, "eval_loss": ev})
+        if done % config.save_steps == 0 and done < total:
+            path = _save_checkpoint(out, model, optimizer, scheduler,
+                                    {"step": done, "total_steps": total, "fingerprint": fingerprint,
+                                     "log_history": log_rows}, config.save_total_limit)
+            _emit(on_log, {"event": "checkpoint", "step": done, "total_steps": total, "path": str(path)})
+
+    with atomic_dir(out / "adapter") as tmp:
+        model.save_pretrained(tmp)
+    peak, peak_kind = _peak_memory(device)
+    train_losses = [r["loss"] for r in log_rows if "loss" in r]
+    eval_losses = [(r["step"], r["eval_loss"]) for r in log_rows if r.get("eval_loss") is not None]
+    summary = {
+        "status": "completed",
+        "fingerprint": fingerprint,
+        "base_model": config.base_model,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "steps": total,
+        "total_steps": total,
+        "epochs": total / nums["steps_per_epoch"],
+        "steps_per_epoch": nums["steps_per_epoch"],
+        "effective_batch_size": config.effective_batch_size,
+        "train_samples": n,
+        "eval_samples": len(eval_records),
+        "left_out": {"train": [x.to_dict() for x in budget.left_out],
+                     "val": [x.to_dict() for x in val_budget.left_out]},
+        "token_stats": {"train": budget.stats(), "val": val_budget.stats()},
+        "initial_train_loss": train_losses[0] if train_losses else None,
+        "final_train_loss": train_losses[-1] if train_losses else None,
+        "initial_eval_loss": eval_losses[0][1] if eval_losses and eval_losses[0][0] == 0 else None,
+        "final_eval_loss": eval_losses[-1][1] if eval_losses else None,
+        "resumed_from_step": resumed_from,
+        "session_steps": total - start_step,
+        "train_runtime_s": round(train_time, 3),
+        "steps_per_second": (total - start_step) / train_time if train_time else None,
+        "samples_per_second": samples_done / train_time if train_time else None,
+        "tokens_per_second": tokens_done / train_time if train_time else None,
+        "peak_memory_bytes": peak,
+        "peak_memory_kind": peak_kind,
+        "trainable_parameters": sum(p.numel() for p in params),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "lora_modules": len(lora_module_names(model)),
+        "vision_lora": config.vision_lora,
+        "adapter_dir": "adapter",
+    }
+    atomic_write_json(out / "summary.json", summary)
+    _emit(on_log, {"event": "done", "step": total, "total_steps": total,
+                   "final_train_loss": summary["final_train_loss"], "final_eval_loss": summary["final_eval_loss"]})
+    return TrainResult(out, summary)
