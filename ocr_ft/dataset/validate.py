@@ -39,10 +39,13 @@ Image.MAX_IMAGE_PIXELS = None  # size is checked explicitly below, with a clear 
 
 @dataclass(frozen=True)
 class ValidationLimits:
+    """Limits a pair must fit. ``max_seq_len`` and ``max_pixels`` default to the seed recipe's training values
+    (``ocr_ft/train/default.yaml``); training re-checks every sample exactly with the real tokenizer."""
+
     min_side: int = 16
     max_image_pixels: int = 40_000_000
     max_seq_len: int = 4096
-    max_pixels: int = 1_003_520  # pixel cap the model sees (train and inference): image tokens follow from it
+    max_pixels: int = 1_605_632  # pixel cap the model sees (train and inference): image tokens follow from it
     patch_factor: int = 28  # patch 14 x spatial merge 2: one image token per 28x28 pixels
     prompt_tokens: int = 16
 

@@ -103,16 +103,31 @@ def splits(context: dg.AssetExecutionContext, config: SplitsConfig, paths: OcrFt
     )
 
 
-@dg.asset(deps=["splits"], group_name=GROUP, code_version="1", automation_condition=on_upstream_change,
-          kinds={"python"}, description="LLaMA-Factory ShareGPT export with dataset_info.json (self-contained folder).")
-def llamafactory_export(context: dg.AssetExecutionContext, paths: OcrFtPaths) -> dg.MaterializeResult:
+class ExportConfig(dg.Config):
+    base_model: str = Field(default_factory=lambda: os.environ.get("OCR_FT_LLAMAFACTORY_MODEL", "zai-org/GLM-OCR"),
+                            description="model_name_or_path written into the LLaMA-Factory training YAML.")
+    config_file: str = Field(default_factory=lambda: os.environ.get("OCR_FT_TRAIN_CONFIG", ""),
+                             description="Training config overlay the YAML mirrors (default: the seed recipe).")
+
+
+@dg.asset(deps=["splits"], group_name=GROUP, code_version="2", automation_condition=on_upstream_change,
+          kinds={"python"}, description="LLaMA-Factory ShareGPT export with dataset_info.json and a training YAML "
+          "(template glm_ocr) mirroring our config; a self-contained folder to copy to a GPU box.")
+def llamafactory_export(context: dg.AssetExecutionContext, config: ExportConfig, paths: OcrFtPaths) -> dg.MaterializeResult:
+    from ..train.config import load_config
+    from ..train.llamafactory import write_llamafactory_config
+
     data = {name: load_split(paths.sub("splits"), name) for name in SPLITS}
     out = paths.sub("export", "llamafactory")
     counts = export_llamafactory(data, paths.root, out)
-    files = ["dataset_info.json", *(f"{s}_sharegpt.json" for s in SPLITS)]
+    train_cfg = load_config(config.config_file or None, base_model=config.base_model)
+    yaml_path = write_llamafactory_config(train_cfg, out / "llamafactory_train.yaml", dataset_dir=".")
+    files = ["dataset_info.json", "llamafactory_train.yaml", *(f"{s}_sharegpt.json" for s in SPLITS)]
     version = sha256_json({f: sha256_file(out / f) for f in files})
+    context.log.info(f"exported {counts} to {out}; train with: cd {out} && llamafactory-cli train {yaml_path.name}")
     return dg.MaterializeResult(
-        metadata={**{f"{k}_count": v for k, v in counts.items()}, "path": dg.MetadataValue.path(str(out))},
+        metadata={**{f"{k}_count": v for k, v in counts.items()}, "path": dg.MetadataValue.path(str(out)),
+                  "training_yaml": dg.MetadataValue.path(str(yaml_path))},
         data_version=dg.DataVersion(version),
     )
 

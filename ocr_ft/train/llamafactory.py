@@ -13,11 +13,12 @@ from typing import Any
 
 import yaml
 
+from ocr_ft.dataset.export import DATASET_NAMES
 from ocr_ft.storage import atomic_write_text
 from ocr_ft.train.config import TrainConfig
 
-TRAIN_DATASET = "ocr_ft_train"
-VAL_DATASET = "ocr_ft_val"
+TRAIN_DATASET = DATASET_NAMES["train"]
+VAL_DATASET = DATASET_NAMES["val"]
 TEMPLATE = "glm_ocr"
 
 

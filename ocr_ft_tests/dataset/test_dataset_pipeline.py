@@ -254,3 +254,11 @@ def test_many_small_strata_still_fill_val_and_test(data_dir):
     res = deduplicate(_records(data_dir, pairs))
     s = make_splits(res.kept, res.groups, SplitConfig(val_ratio=0.2, test_ratio=0.1))
     assert len(s["val"]) >= 3 and len(s["test"]) >= 1  # 18 records in 18 one-record strata
+
+
+def test_validation_limits_follow_the_training_recipe():
+    from ocr_ft.dataset.validate import ValidationLimits
+    from ocr_ft.train.config import load_config
+
+    cfg = load_config()
+    assert (ValidationLimits().max_pixels, ValidationLimits().max_seq_len) == (cfg.max_pixels, cfg.max_seq_len)

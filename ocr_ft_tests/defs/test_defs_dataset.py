@@ -3,6 +3,7 @@ an actual data change requires."""
 
 import dagster as dg
 import pytest
+import yaml
 
 from factories import write_pair
 from ocr_ft.defs.dataset import DATASET_CHECKS, dataset_asset, llamafactory_export, splits
@@ -50,7 +51,11 @@ def test_source_materializes_in_process_and_checks_pass(two_sources):
     assert mats["dataset"].materialization.metadata["records"].value == 12
     checks = {e.asset_check_key.name: e.passed for e in res.get_asset_check_evaluations()}
     assert checks["dataset_records_valid"] and checks["splits_no_leakage"]
-    assert (tmp / "data" / "export" / "llamafactory" / "dataset_info.json").is_file()
+    export = tmp / "data" / "export" / "llamafactory"
+    assert (export / "dataset_info.json").is_file()
+    lf = yaml.safe_load((export / "llamafactory_train.yaml").read_text(encoding="utf-8"))
+    assert lf["template"] == "glm_ocr" and lf["finetuning_type"] == "lora" and lf["lora_rank"] == 8
+    assert lf["dataset"].split(",")[0].strip() == "ocr_ft_train" and lf["dataset_dir"] == "."
 
 
 def test_automation_rebuilds_only_on_data_change(two_sources):
