@@ -29,79 +29,15 @@ import sys
 import time
 from pathlib import Path
 
-from apted import APTED, Config
-from lxml import html as lxml_html
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ocr_ft.evaluate.reference import reference_scores as baseline_scores  # noqa: E402
 from ocr_ft.evaluate.teds_metric import teds_batch, teds_scores  # noqa: E402
 
 PUBTABNET = ROOT / ".." / "shared" / "external" / "pubtabnet"
 SPEEDUP_TARGET = 10.0
 LARGE_TARGET_S = 15.0
-
-
-# ------------------------------------------------------------------------------------------- baseline
-class _Node:
-    def __init__(self, tag, colspan=None, rowspan=None, content=None):
-        self.tag, self.colspan, self.rowspan, self.content, self.children = tag, colspan, rowspan, content, []
-
-
-def _levenshtein(a, b) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
-
-
-class _BaselineConfig(Config):
-    def rename(self, n1, n2):
-        if (n1.tag, n1.colspan, n1.rowspan) != (n2.tag, n2.colspan, n2.rowspan):
-            return 1.0
-        if n1.tag == "td" and (n1.content or n2.content):
-            return float(_levenshtein(n1.content, n2.content)) / max(len(n1.content), len(n2.content))
-        return 0.0
-
-
-def _tokens(el, out):
-    out.append(f"<{el.tag}>")
-    out.extend(el.text or "")
-    for child in el:
-        _tokens(child, out)
-    out.append(f"</{el.tag}>")
-    if el.tag != "td":
-        out.extend(el.tail or "")
-
-
-def _tree(el, structure_only):
-    if el.tag == "td":
-        toks = []
-        if not structure_only:
-            _tokens(el, toks)
-        return _Node("td", int(el.get("colspan", "1")), int(el.get("rowspan", "1")), toks[1:-1])
-    node = _Node(el.tag)
-    node.children = [_tree(c, structure_only) for c in el]
-    return node
-
-
-def baseline_scores(pred: str, gt: str) -> tuple[float, float]:
-    """(TEDS, TEDS-S) the published way (prediction and truth wrapped in <html><body> when bare)."""
-    if not pred or not gt:
-        return 0.0, 0.0
-    wrap = lambda s: s if "<body" in s.lower() else f"<html><body>{s}</body></html>"  # noqa: E731
-    parser = lxml_html.HTMLParser(remove_comments=True, encoding="utf-8")
-    p, t = (lxml_html.fromstring(wrap(s), parser=parser).xpath("body/table") for s in (pred, gt))
-    if not p or not t:
-        return 0.0, 0.0
-    n = max(len(p[0].xpath(".//*")), len(t[0].xpath(".//*")))
-    return tuple(
-        1.0 - float(APTED(_tree(p[0], so), _tree(t[0], so), _BaselineConfig()).compute_edit_distance()) / n
-        for so in (False, True)
-    )
 
 
 # ------------------------------------------------------------------------------------------ workloads

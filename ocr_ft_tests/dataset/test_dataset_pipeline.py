@@ -8,7 +8,7 @@ from factories import make_png, nested_html, table_html, write_pair
 from ocr_ft.dataset.build import build_dataset, build_splits, validate_partition, write_manifest, read_validated
 from ocr_ft.dataset.dedup import deduplicate
 from ocr_ft.dataset.export import export_llamafactory
-from ocr_ft.dataset.records import RawPair, SourceResult
+from ocr_ft.dataset.records import RawPair
 from ocr_ft.dataset.splits import SplitConfig, leakage, make_splits
 from ocr_ft.dataset.validate import validate_all, validate_pair
 from ocr_ft.sources.existing import load_existing

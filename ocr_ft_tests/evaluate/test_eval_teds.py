@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from apted import APTED, Config
-from lxml import html as lxml_html
 
+from ocr_ft.evaluate.reference import levenshtein, reference_teds
 from ocr_ft.evaluate.ted import TedNode, tree_edit_distances
 from ocr_ft.evaluate.teds_metric import teds, teds_batch, teds_scores
 
@@ -168,7 +168,7 @@ class _StockConfig(Config):
         if (a.tag, a.colspan, a.rowspan) != (b.tag, b.colspan, b.rowspan):
             return 1.0
         if self.with_content and (a.content or b.content):
-            return _ref_levenshtein(a.content, b.content) / max(len(a.content), len(b.content))
+            return levenshtein(a.content, b.content) / max(len(a.content), len(b.content))
         return 0.0
 
 
@@ -183,70 +183,6 @@ def test_engine_is_bit_identical_to_stock_apted_on_random_trees():
 
 
 # ------------------------------------------------------------------ PubTabNet's published metric
-class _RefNode:
-    def __init__(self, tag, colspan=None, rowspan=None, content=None):
-        self.tag, self.colspan, self.rowspan, self.content = tag, colspan, rowspan, content
-        self.children = []
-
-
-def _ref_levenshtein(a, b) -> int:
-    """Textbook dynamic programme over two token lists."""
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
-
-
-class _RefConfig(Config):
-    def rename(self, n1, n2):
-        if (n1.tag, n1.colspan, n1.rowspan) != (n2.tag, n2.colspan, n2.rowspan):
-            return 1.0
-        if n1.tag == "td" and (n1.content or n2.content):
-            return float(_ref_levenshtein(n1.content, n2.content)) / max(len(n1.content), len(n2.content))
-        return 0.0
-
-
-def _ref_tokens(el, out):
-    out.append("<%s>" % el.tag)
-    out.extend(el.text or "")
-    for child in el.getchildren():
-        _ref_tokens(child, out)
-    out.append("</%s>" % el.tag)
-    if el.tag != "td":
-        out.extend(el.tail or "")
-
-
-def _ref_tree(el, structure_only):
-    if el.tag == "td":
-        tokens = []
-        if not structure_only:
-            _ref_tokens(el, tokens)
-            tokens = tokens[1:-1]
-        return _RefNode("td", int(el.attrib.get("colspan", "1")), int(el.attrib.get("rowspan", "1")), tokens)
-    node = _RefNode(el.tag)
-    node.children = [_ref_tree(c, structure_only) for c in el.getchildren()]
-    return node
-
-
-def reference_teds(pred: str, true: str, structure_only: bool) -> float:
-    """PubTabNet's published TEDS, re-derived: lxml HTML parse (comments removed), first body/table, one node
-    per element with td as a leaf of its content tokens, apted with the metric's rename cost and a
-    pure-Python Levenshtein, 1 - distance / max(elements below each table)."""
-    if not pred or not true:
-        return 0.0
-    parser = lxml_html.HTMLParser(remove_comments=True, encoding="utf-8")
-    p_root, t_root = lxml_html.fromstring(pred, parser=parser), lxml_html.fromstring(true, parser=parser)
-    if not (p_root.xpath("body/table") and t_root.xpath("body/table")):
-        return 0.0
-    p_tab, t_tab = p_root.xpath("body/table")[0], t_root.xpath("body/table")[0]
-    n_nodes = max(len(p_tab.xpath(".//*")), len(t_tab.xpath(".//*")))
-    distance = APTED(_ref_tree(p_tab, structure_only), _ref_tree(t_tab, structure_only), _RefConfig()).compute_edit_distance()
-    return 1.0 - float(distance) / n_nodes
-
-
 @pytest.fixture(scope="module")
 def pubtabnet_pairs():
     if not (PUBTABNET / "sample_gt.json").is_file() or not (PUBTABNET / "sample_pred.json").is_file():
