@@ -95,21 +95,26 @@ class TrainingLauncher(dg.ConfigurableResource):
     image: str = ""
     namespace: str = "ocr-ft"
 
+    command: list[str] = ["python", "-m", "ocr_ft.defs.pipes_training"]
+
+    def k8s_pod_spec(self) -> dict[str, Any]:
+        """The training pod's spec (snake_case, as dagster-k8s takes it) from docker/k8s/training_pod.yaml."""
+        import yaml
+
+        pod = yaml.safe_load(K8S_TRAINING_POD.read_text(encoding="utf-8"))
+        return {**pod.get("pod_spec_config", {}),
+                "containers": [{"name": "dagster-pipes-execution", **pod["container_config"]}]}
+
     def run(self, context: dg.AssetExecutionContext, extras: dict[str, Any]):
-        command = [sys.executable, "-m", "ocr_ft.defs.pipes_training"]
         if self.kind == "subprocess":
-            return dg.PipesSubprocessClient().run(command=command, context=context, extras=extras)
+            return dg.PipesSubprocessClient().run(command=[sys.executable, *self.command[1:]], context=context,
+                                                  extras=extras)
         if self.kind == "k8s":
-            import yaml
             from dagster_k8s import PipesK8sClient  # the `deploy` extra
 
-            pod = yaml.safe_load(K8S_TRAINING_POD.read_text(encoding="utf-8"))
-            return PipesK8sClient().run(
-                context=context, image=self.image or os.environ["OCR_FT_USER_CODE_IMAGE"], command=["python", "-m",
-                "ocr_ft.defs.pipes_training"], namespace=self.namespace, extras=extras,
-                base_pod_spec={**pod.get("pod_spec_config", {}), "containers": [{
-                    "name": "dagster-pipes-execution", **{k: v for k, v in pod["container_config"].items()}}]},
-            )
+            return PipesK8sClient().run(context=context, image=self.image or os.environ["OCR_FT_USER_CODE_IMAGE"],
+                                        command=self.command, namespace=self.namespace, extras=extras,
+                                        base_pod_spec=self.k8s_pod_spec())
         raise dg.Failure(f"unknown training launcher kind {self.kind!r}: use subprocess or k8s")
 
 

@@ -74,3 +74,18 @@ def test_compose_wires_workspace_to_the_code_server():
     assert env["DAGSTER_POSTGRES_HOST"] == "postgres"
     # the launcher's network is the compose network, so run containers reach postgres
     assert load("docker/dagster.yaml")["run_launcher"]["config"]["network"] in compose["networks"]
+
+
+def test_training_pod_builds_with_the_kubernetes_pipes_client():
+    from dagster_k8s.pipes import build_pod_body
+
+    from ocr_ft.defs.training import TrainingLauncher
+
+    launcher = TrainingLauncher(kind="k8s", image="ocr-ft-user-code:gpu")
+    pod = build_pod_body("ocr-ft-train", launcher.image, launcher.command, {"DAGSTER_PIPES_CONTEXT": "x"}, None,
+                         launcher.k8s_pod_spec())
+    container = pod.spec.containers[0]
+    assert container.image == "ocr-ft-user-code:gpu" and container.command == launcher.command
+    assert container.resources.limits["nvidia.com/gpu"] == "1"
+    assert {v.name for v in pod.spec.volumes} == {"ocr-ft-data", "dshm"}
+    assert pod.spec.node_selector == {"nvidia.com/gpu.present": "true"}
