@@ -80,3 +80,23 @@ def test_automation_rebuilds_only_on_data_change(two_sources):
     changed = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
     requested = {r.key.to_user_string() for r in changed.results if r.true_subset.size > 0}
     assert requested == {"src_a_validated", "dataset", "splits", "llamafactory_export"}
+
+
+def test_dg_loads_the_project_from_pyproject():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    dg_bin = Path(sys.executable).with_name("dg")
+    if not dg_bin.exists():
+        pytest.skip("dagster-dg-cli (the dev extra) is not installed in this environment")
+    proc = subprocess.run([str(dg_bin), "list", "defs", "--json"], cwd=root, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "NO_COLOR": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    listed = json.loads(proc.stdout)
+    keys = {a["asset_key"] for a in listed["assets"]}
+    assert {"existing", "synthetic", "dataset", "splits", "lora_checkpoint", "evaluation_report"} <= keys
+    assert {s["name"] for s in listed["schedules"]} == {"dart_weekly_rescrape", "fss_weekly_rescrape"}
