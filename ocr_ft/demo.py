@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--augment-copies", type=int, default=1, help="augmented copies of each existing pair")
     ap.add_argument("--epochs", type=int, default=3, help="LoRA epochs on the tiny model (default 3)")
     ap.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test samples only")
+    ap.add_argument("--max-new-tokens", type=int, default=1024, help="generation budget per table in the evaluation")
     ap.add_argument("--home", default=os.environ.get("DAGSTER_HOME", ".dagster_home"), help="DAGSTER_HOME")
     args = ap.parse_args(argv)
 
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     steps.append(("dataset, splits, export, tiny model, LoRA, evaluation",
                   ["dataset", "splits", "llamafactory_export", "tiny_base_model", "lora_checkpoint", "evaluation_report"],
                   None, {"lora_checkpoint": {"config": {"overrides": {"num_epochs": args.epochs}, "log_every_s": 5}},
-                         "evaluation_report": {"config": {"limit": args.eval_limit, "split": "test"}}}))
+                         "evaluation_report": {"config": {"limit": args.eval_limit, "split": "test",
+                                                          "max_new_tokens": args.max_new_tokens}}}))
     started = time.perf_counter()
     for n, (label, selection, partition, ops) in enumerate(steps, 1):
         print(f"\n=== [{n}/{len(steps)}] {label} ===", flush=True)
