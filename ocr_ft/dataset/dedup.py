@@ -89,17 +89,17 @@ def near_duplicate_pairs(records: list[Record], cfg: DedupConfig) -> list[tuple[
     out = []
     for start in range(0, n, cfg.block):
         block = hashes[start : start + cfg.block]
-        dist = np.bitwise_count(block[:, None] ^ hashes[None, :])
+        dist = np.bitwise_count(block[:, None] ^ hashes[None, start:])  # only j >= start: each pair once
         ii, jj = np.nonzero(dist <= cfg.max_hamming)
-        for a, j in zip(ii.tolist(), jj.tolist()):
-            i = start + a
+        for a, b in zip(ii.tolist(), jj.tolist()):
+            i, j = start + a, start + b
             if j <= i:
                 continue
             ti = texts.setdefault(i, cell_text(records[i].ground_truth_html))
             tj = texts.setdefault(j, cell_text(records[j].ground_truth_html))
             sim = fuzz.ratio(ti, tj) / 100.0
             if sim >= cfg.min_text_similarity:
-                out.append((i, j, int(dist[a, j]), sim))
+                out.append((i, j, int(dist[a, b]), sim))
     return out
 
 
