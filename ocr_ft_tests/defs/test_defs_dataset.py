@@ -17,6 +17,13 @@ def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"existing", "existing_validated", "dataset", "splits", "llamafactory_export"} <= keys
+    # one automation sensor covers every asset and runs from the start, so a changed source propagates by itself
+    (sensor,) = defs.sensors
+    assert sensor.name == "ocr_ft_automation" and sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    graph = defs.resolve_asset_graph()
+    automated = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).automation_condition}
+    assert automated == {k for k in keys if k.endswith("_validated")} | {
+        "dataset", "splits", "llamafactory_export", "tiny_base_model", "lora_checkpoint", "evaluation_report"}
 
 
 @pytest.fixture
@@ -61,10 +68,13 @@ def test_source_materializes_in_process_and_checks_pass(two_sources):
 def test_automation_rebuilds_only_on_data_change(two_sources):
     defs, assets, resources, folders, tmp = two_sources
     instance = dg.DagsterInstance.ephemeral()
+    # the first evaluation on an empty instance only records the state: nothing is built behind the user's back
+    initial = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert initial.total_requested == 0
     assert dg.materialize(assets, instance=instance, resources=resources).success
 
-    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
-    assert first.total_requested == 0
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=initial.cursor)
+    assert first.total_requested == 0, [r.key for r in first.results if r.true_subset.size]
     cursor = first.cursor
 
     # (a) the same content materialized again: same data version, nothing downstream requested
