@@ -75,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nocr-ft demo: step {label!r} failed (run {result.run_id}); see the log above or the run in "
                   "the UI", file=sys.stderr)
             return 1
-        failed_checks = [e.asset_check_key.name for e in result.get_asset_check_evaluations() if not e.passed]
-        note = f"; checks not passed: {', '.join(failed_checks)}" if failed_checks else ""
+        failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+        errors = [e.asset_check_key.name for e in failed if e.severity == dg.AssetCheckSeverity.ERROR]
+        warnings = [e.asset_check_key.name for e in failed if e.severity != dg.AssetCheckSeverity.ERROR]
+        note = (f"; FAILED checks: {', '.join(errors)}" if errors else "") + (
+            f"; warnings: {', '.join(warnings)}" if warnings else "")
         print(f"=== [{n}/{len(steps)}] {label}: done in {time.perf_counter() - t0:.0f}s{note} ===", flush=True)
 
     from .resources import default_paths
