@@ -110,3 +110,19 @@ def test_dg_loads_the_project_from_pyproject():
     keys = {a["asset_key"] for a in listed["assets"]}
     assert {"existing", "synthetic", "dataset", "splits", "lora_checkpoint", "evaluation_report"} <= keys
     assert {s["name"] for s in listed["schedules"]} == {"dart_weekly_rescrape", "fss_weekly_rescrape"}
+
+
+@pytest.mark.parametrize("month", ["2024-03", None])
+def test_backfilled_old_dart_month_propagates_like_the_newest(month):
+    """An old time partition's data change requests its validation, as the newest month's does."""
+    from ocr_ft.defs.scraped import dart_partitions
+    from ocr_ft.definitions import defs
+
+    month = month or dart_partitions.get_last_partition_key()
+    instance = dg.DagsterInstance.ephemeral()
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key="dart", partition=month, tags={"dagster/data_version": "v1"}))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    validated = next(r for r in result.results if r.key == dg.AssetKey("dart_validated"))
+    assert set(validated.true_subset.expensively_compute_partition_keys()) == {month}
