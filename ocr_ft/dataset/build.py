@@ -145,10 +145,17 @@ def build_splits(dataset_dir: Path, out_dir: Path, cfg: SplitConfig = SplitConfi
         "by_category": {n: dict(sorted(Counter(r.category for r in rs).items())) for n, rs in splits.items()},
         "by_source": {n: dict(sorted(Counter(r.source for r in rs).items())) for n, rs in splits.items()},
         "config": {**asdict(cfg), "curated_test": list(cfg.curated_test)},
+        "curated_not_found": curated_not_found(records, cfg.curated_test),
     }
     stats["data_version"] = sha256_json({n: sha256_file(out_dir / f"{n}.jsonl") for n in splits})
     atomic_write_json(out_dir / "stats.json", stats)
     return stats
+
+
+def curated_not_found(records: list[Record], curated: tuple[str, ...]) -> list[str]:
+    """Entries of the curated test list that name no record (a typo, or a pair that was rejected)."""
+    known = {r.content_hash for r in records} | {r.metadata.get("original_filename") for r in records}
+    return sorted(set(curated) - known)
 
 
 def load_split(splits_dir: Path, name: str) -> list[Record]:

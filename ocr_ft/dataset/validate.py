@@ -94,12 +94,14 @@ def validate_pair(pair: RawPair, data_dir: str, limits: ValidationLimits = Valid
     if not pair.image_path:
         return reject("image_missing", "pair has no image")
     path = pair.image_path if os.path.isabs(pair.image_path) else os.path.join(data_dir, pair.image_path)
+    where = f"image of {pair.original_filename} ({path})"
     try:
-        data = open(path, "rb").read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
-        return reject("image_missing", f"{path}: {exc.strerror}")
+        return reject("image_missing", f"{where}: {exc.strerror}")
     if not data:
-        return reject("image_empty", f"{path} has zero bytes")
+        return reject("image_empty", f"{where} has zero bytes")
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
@@ -108,7 +110,7 @@ def validate_pair(pair: RawPair, data_dir: str, limits: ValidationLimits = Valid
             img.load()
             phash = image_phash(img)
     except Exception as exc:  # PIL raises many types for corrupt data
-        return reject("image_corrupt", f"{path} does not decode: {exc}")
+        return reject("image_corrupt", f"{where} does not decode: {exc}")
     if min(width, height) < limits.min_side:
         return reject("image_size", f"{width}x{height} is below the {limits.min_side}px minimum side")
     try:

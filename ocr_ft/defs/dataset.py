@@ -95,9 +95,13 @@ class SplitsConfig(dg.Config):
 def splits(context: dg.AssetExecutionContext, config: SplitsConfig, paths: OcrFtPaths) -> dg.MaterializeResult:
     stats = build_splits(paths.sub("dataset"), paths.sub("splits"), config.split_config())
     context.log.info(f"splits: {stats['counts']}")
+    if stats["curated_not_found"]:
+        context.log.warning(f"{len(stats['curated_not_found'])} curated test entries match no record (rejected, or a "
+                            f"typo; see dataset/rejects.jsonl): {stats['curated_not_found'][:10]}")
     return dg.MaterializeResult(
         metadata={**{f"{k}_count": v for k, v in stats["counts"].items()},
                   "by_category": stats["by_category"], "by_source": stats["by_source"],
+                  "curated_not_found": len(stats["curated_not_found"]),
                   "path": dg.MetadataValue.path(str(paths.sub("splits")))},
         data_version=dg.DataVersion(stats["data_version"]),
     )

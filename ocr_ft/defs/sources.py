@@ -21,8 +21,18 @@ class FolderSourceConfig(dg.Config):
     folder: str = Field(description="Folder of png+html pairs, flat or images/ + labels/.")
     deskew: bool = Field(False, description="Rotate back skewed scans (OpenCV) before storing.")
     clahe: bool = Field(False, description="Contrast-equalise (CLAHE) before storing.")
+    source_dpi: float | None = Field(None, description="DPI the images were scanned at (with target_dpi: resample).")
+    target_dpi: float | None = Field(None, description="DPI to resample to (e.g. 200), given source_dpi.")
+    min_width: int | None = Field(None, description="Scale up images narrower than this (pixels).")
+    max_width: int | None = Field(None, description="Scale down images wider than this (pixels).")
     augment_copies: int = Field(0, description="Degraded copies per pair (rotation, noise, blur, JPEG); label unchanged.")
     seed: int = Field(0, description="Seed of the augmentation.")
+
+    def preprocess_options(self):
+        from ..images import PreprocessOptions
+
+        return PreprocessOptions(deskew=self.deskew, clahe=self.clahe, source_dpi=self.source_dpi,
+                                 target_dpi=self.target_dpi, min_width=self.min_width, max_width=self.max_width)
 
 
 def folder_source(name: str, default_folder: str, env_var: str | None = None) -> dg.AssetsDefinition:
@@ -42,8 +52,8 @@ def folder_source(name: str, default_folder: str, env_var: str | None = None) ->
     def _source(context: dg.AssetExecutionContext, config: _Config, paths: OcrFtPaths) -> dg.MaterializeResult:
         from ..images import PreprocessOptions, augment_bytes, preprocess_bytes
 
-        options = PreprocessOptions(deskew=config.deskew, clahe=config.clahe)
-        preprocess = (lambda data: preprocess_bytes(data, options)[0]) if (config.deskew or config.clahe) else None
+        options = config.preprocess_options()
+        preprocess = (lambda data: preprocess_bytes(data, options)) if options != PreprocessOptions() else None
         result = load_existing(config.folder, paths.store(), source=name, preprocess=preprocess,
                                augment=augment_bytes if config.augment_copies else None,
                                augment_copies=config.augment_copies, seed=config.seed,

@@ -21,26 +21,34 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LABEL_SUFFIXES = (".html", ".htm")
 
 
-def _index(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+def _index(folder: Path, suffixes: tuple[str, ...], shadowed: list[tuple[Path, Path]]) -> dict[str, Path]:
+    """Files of ``folder`` with one of ``suffixes`` by stem. Of two files with one stem (``a.png`` and
+    ``a.jpg``) the one whose suffix comes first in ``suffixes`` is used; the other goes to ``shadowed`` as
+    ``(file, the file kept)``."""
     out: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in suffixes:
-            out.setdefault(p.stem, p)
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes]
+    for p in sorted(files, key=lambda p: (p.stem, suffixes.index(p.suffix.lower()), p.name)):
+        if p.stem in out:
+            shadowed.append((p, out[p.stem]))
+        else:
+            out[p.stem] = p
     return out
 
 
-def find_pairs(root: str | Path) -> tuple[dict[str, Path], dict[str, Path]]:
-    """Image and label files of ``root`` keyed by stem, for either layout."""
+def find_pairs(root: str | Path) -> tuple[dict[str, Path], dict[str, Path], list[tuple[Path, Path]]]:
+    """Image and label files of ``root`` keyed by stem, for either layout, and the files shadowed by another
+    file of the same stem."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"existing source folder {root} does not exist or is not a directory")
+    shadowed: list[tuple[Path, Path]] = []
     if (root / "images").is_dir() or (root / "labels").is_dir():
-        images = _index(root / "images", IMAGE_SUFFIXES) if (root / "images").is_dir() else {}
-        labels = _index(root / "labels", LABEL_SUFFIXES) if (root / "labels").is_dir() else {}
+        images = _index(root / "images", IMAGE_SUFFIXES, shadowed) if (root / "images").is_dir() else {}
+        labels = _index(root / "labels", LABEL_SUFFIXES, shadowed) if (root / "labels").is_dir() else {}
     else:
-        images = _index(root, IMAGE_SUFFIXES)
-        labels = _index(root, LABEL_SUFFIXES)
-    return images, labels
+        images = _index(root, IMAGE_SUFFIXES, shadowed)
+        labels = _index(root, LABEL_SUFFIXES, shadowed)
+    return images, labels, shadowed
 
 
 def load_existing(
@@ -48,7 +56,7 @@ def load_existing(
     store: BlobStore,
     *,
     source: str = "existing",
-    preprocess: Callable[[bytes], bytes] | None = None,
+    preprocess: Callable[[bytes], tuple[bytes, dict]] | None = None,
     augment: Callable[[bytes, int], tuple[bytes, Any]] | None = None,
     augment_copies: int = 0,
     seed: int = 0,
@@ -56,14 +64,19 @@ def load_existing(
 ) -> SourceResult:
     """Load every pair under ``root`` into ``store``; return pairs and load-stage rejects.
 
-    ``preprocess`` (PNG bytes -> PNG bytes) is applied to each image before it is stored, e.g. deskew or
-    CLAHE from :mod:`ocr_ft.images`. With ``augment`` ((PNG bytes, seed) -> (PNG bytes, operations)) and
-    ``augment_copies`` > 0, each pair also yields that many degraded copies (``<stem>__aug<k>.png``, same
-    label). An original and its copies share ``metadata.family``, which keeps them out of near-duplicate
+    ``preprocess`` (image bytes -> (PNG bytes, report)) is applied to each image before it is stored, e.g.
+    :func:`ocr_ft.images.preprocess_bytes` (DPI, deskew, CLAHE); its report goes to ``metadata.preprocess``.
+    An image it cannot read is stored as it is (validation then refuses it as corrupt, naming it).
+
+    With ``augment`` ((PNG bytes, seed) -> (PNG bytes, operations)) and ``augment_copies`` > 0, each pair
+    also yields that many degraded copies (``<stem>__aug<k>.png``, same label). An original and its copies share ``metadata.family``, which keeps them out of near-duplicate
     removal and together in one split.
     """
-    images, labels = find_pairs(root)
+    images, labels, shadowed = find_pairs(root)
     result = SourceResult(stats={"images_found": len(images), "labels_found": len(labels)})
+    for extra, kept in shadowed:
+        result.rejects.append(Reject(source, extra.name, "load", "duplicate_stem",
+                                     f"{extra} has the same name as {kept.name}, which is used instead"))
     stems = sorted(set(images) | set(labels))
     for i, stem in enumerate(stems, 1):
         img, lab = images.get(stem), labels.get(stem)
@@ -81,12 +94,15 @@ def load_existing(
             except OSError as exc:
                 result.rejects.append(Reject(source, name, "load", "unreadable", f"{exc.filename}: {exc.strerror}"))
             else:
+                prep_report = None
                 if preprocess is not None and data:
                     try:
-                        data = preprocess(data)
+                        data, prep_report = preprocess(data)
                     except Exception as exc:  # a corrupt image is reported by validation, keep the raw bytes
-                        result.stats.setdefault("preprocess_failed", []).append(f"{img.name}: {exc}")
-                suffix = ".png" if img.suffix.lower() == ".png" or preprocess else img.suffix.lower()
+                        result.stats["preprocess_failed"] = result.stats.get("preprocess_failed", 0) + 1
+                        prep_report = {"error": f"{type(exc).__name__}: {exc}"}
+                converted = prep_report is not None and "error" not in prep_report
+                suffix = ".png" if converted else img.suffix.lower()
                 _, rel = store.put_bytes(data, suffix)
                 try:
                     html: str | None = label_bytes.decode("utf-8")
@@ -94,6 +110,8 @@ def load_existing(
                 except UnicodeDecodeError as exc:
                     html = None
                     meta = {"label_path": str(lab), "label_error": f"not UTF-8 ({exc.reason} at byte {exc.start})"}
+                if prep_report is not None:
+                    meta["preprocess"] = prep_report
                 if augment is not None and augment_copies > 0:
                     meta["family"] = f"{source}:{stem}"
                 result.pairs.append(RawPair(source, img.name, rel, html, meta))
@@ -101,7 +119,8 @@ def load_existing(
                     try:
                         aug, ops = augment(data, seed * 1_000_003 + i * 101 + k)
                     except Exception as exc:
-                        result.rejects.append(Reject(source, f"{stem}__aug{k}.png", "load", "augment_failed", f"{img.name}: {exc}"))
+                        result.rejects.append(Reject(source, f"{stem}__aug{k}.png", "load", "augment_failed",
+                                                     f"{img.name}: {exc}"))
                         continue
                     _, aug_rel = store.put_bytes(aug, ".png")
                     result.pairs.append(RawPair(source, f"{stem}__aug{k}.png", aug_rel, html,

@@ -3,7 +3,8 @@
 What is repaired: a fragment of rows/cells with no ``<table>`` around it; end tags missing (``<td>``,
 ``<tr>``, ``<table>``…, which the HTML parser closes); cells sitting directly in a table or section with no
 ``<tr>``; text inside a table but outside any cell (dropped: a browser draws it outside the grid); rowspans
-running past the last row (clipped, as browsers do); ragged rows (padded with empty cells, as a browser
+running past the last row (clipped, as browsers do); spans that are not a number, below 1 or absurdly
+large (read as 1, or clipped); ragged rows (padded with empty cells, as a browser
 leaves those slots empty).  Span overlaps are not guessed at: they stay as validation problems.
 """
 
@@ -82,6 +83,7 @@ def _fix_table(table: Table, repairs: list[str], where: str) -> None:
                 table.rows[r].cells.extend(Cell(text="") for _ in range(holes))
                 repairs.append(f"{where}: padded row {r + 1} with {holes} empty cell(s) to {grid.n_cols} columns")
     for cell in table.cells():
+        repairs.extend(f"{where}: {p}" for p in cell.span_problems)  # e.g. rowspan="0" read as 1
         cell.span_problems = []
         for child in cell.tables:
             _fix_table(child, repairs, "nested table")

@@ -58,6 +58,7 @@ def test_bad_inputs_are_quarantined_with_reasons(tmp_path, data_dir):
     (src / "empty.html").write_text(table_html(6), encoding="utf-8")
     (src / "euckr.png").write_bytes(make_png(7))
     (src / "euckr.html").write_bytes("<table><tr><td>자산</td></tr></table>".encode("euc-kr"))
+    (src / "good.jpg").write_bytes(make_png(9))  # a second image named like good.png
     write_pair(src, "overlap", 8, html='<table><tr><td>a</td><td rowspan="2">b</td><td>c</td></tr>'
                                          '<tr><td colspan="2">d</td><td>e</td></tr></table>')
     out, stats = load_and_validate(src, data_dir)
@@ -72,9 +73,11 @@ def test_bad_inputs_are_quarantined_with_reasons(tmp_path, data_dir):
         "empty.png": "image_empty",
         "euckr.png": "label_not_utf8",
         "overlap.png": "grid_invalid",
+        "good.jpg": "duplicate_stem",
     }
     assert all(j.detail for j in rejects)
-    assert stats["records"] == 1 and stats["rejects"] == 7
+    assert "corrupt.png" in next(j.detail for j in rejects if j.reason == "image_corrupt")  # names the input file
+    assert stats["records"] == 1 and stats["rejects"] == 8
 
 
 def test_validation_record_matches_seed_schema(tmp_path, data_dir):
@@ -229,9 +232,12 @@ def test_build_dataset_splits_and_export(tmp_path, data_dir):
     row = read_jsonl(data_dir / "dataset" / "dataset.jsonl")[0]
     for key in ("image_path", "ground_truth_html", "nesting_level", "source", "category", "metadata"):
         assert key in row
-    sstats = build_splits(data_dir / "dataset", data_dir / "splits", SplitConfig(val_ratio=0.25, test_ratio=0.25))
+    sstats = build_splits(data_dir / "dataset", data_dir / "splits",
+                          SplitConfig(val_ratio=0.25, test_ratio=0.25, curated_test=("t03.png", "bad.png", "typo.png")))
     assert sum(sstats["counts"].values()) == 12
-    again = build_splits(data_dir / "dataset", data_dir / "splits", SplitConfig(val_ratio=0.25, test_ratio=0.25))
+    assert sstats["curated_not_found"] == ["bad.png", "typo.png"]  # rejected, and a name that never existed
+    again = build_splits(data_dir / "dataset", data_dir / "splits",
+                         SplitConfig(val_ratio=0.25, test_ratio=0.25, curated_test=("t03.png", "bad.png", "typo.png")))
     assert again["data_version"] == sstats["data_version"]
     from ocr_ft.dataset.build import load_split
     splits = {s: load_split(data_dir / "splits", s) for s in ("train", "val", "test")}

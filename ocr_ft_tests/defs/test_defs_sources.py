@@ -54,3 +54,17 @@ def test_existing_with_augmentation_keeps_families_together(tmp_path):
     copies = [r for r in records if "augmented_from" in r["metadata"]]
     assert len(copies) == 6 and all(r["metadata"]["augmentation"] for r in copies)
     assert len({r["image_sha256"] for r in records}) == 9  # every copy is a different image
+
+
+def test_existing_preprocessing_options_reach_the_images_and_metadata(tmp_path):
+    src = tmp_path / "src"
+    write_pair(src, "scan", 1)  # 96 x 64
+    resources = {"paths": OcrFtPaths(data_dir=str(tmp_path / "data"))}
+    res = dg.materialize([existing], resources=resources, run_config={"ops": {"existing": {"config": {
+        "folder": str(src), "source_dpi": 100.0, "target_dpi": 200.0, "clahe": True}}}})
+    assert res.success
+    (row,) = [json.loads(line) for line in (tmp_path / "data" / "sources" / "existing" / "all.jsonl").read_text().splitlines()]
+    assert row["metadata"]["preprocess"]["dpi"] == [100.0, 200.0] and row["metadata"]["preprocess"]["clahe"]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "data" / row["image_path"]).size == (192, 128)

@@ -102,3 +102,10 @@ def test_bad_bytes_give_clear_errors():
     with pytest.raises(TableParseError, match="empty"):
         parse_tables("   ")
     assert "no <table>" in validate_label("<p>hello</p>").problems[0]
+
+
+def test_repair_records_unusable_span_values():
+    res = repair_html('<table><tr><td rowspan="0">a</td><td colspan="x">b</td></tr></table>')
+    assert res.html == "<table><tr><td>a</td><td>b</td></tr></table>"
+    assert any('rowspan=\'0\' is below 1' in r for r in res.repairs), res.repairs
+    assert any("colspan='x' is not a number" in r for r in res.repairs), res.repairs
