@@ -9,7 +9,7 @@ from pydantic import Field
 from ..resources import OcrFtPaths
 from ..storage import atomic_write_json, sha256_file, sha256_json
 from .automation import on_upstream_change
-from .training import GPU_TAGS
+from .training import GPU_TAGS, K8S_GPU_STEP_TAGS
 
 GROUP = "evaluation"
 
@@ -30,7 +30,8 @@ def _latest(paths: OcrFtPaths, what: str) -> dict:
     return json.loads(pointer.read_text(encoding="utf-8"))
 
 
-@dg.asset(deps=["lora_checkpoint", "splits"], group_name=GROUP, code_version="1", pool="gpu", op_tags=GPU_TAGS,
+@dg.asset(deps=["lora_checkpoint", "splits"], group_name=GROUP, code_version="1", pool="gpu",
+          op_tags={**GPU_TAGS, **K8S_GPU_STEP_TAGS},
           automation_condition=on_upstream_change, kinds={"pytorch"},
           description="TEDS (by nesting level), Korean CER, table F1, nesting accuracy and latency of the base model and "
           "the fine-tune on the test split; JSON, Markdown and a self-contained HTML report.")

@@ -17,7 +17,11 @@ GROUP = "training"
 TINY = "tiny"
 TINY_CODE_VERSION = "1"
 GPU_TAGS = {"ocr_ft/gpu": "1"}
-K8S_TRAINING_POD = Path(__file__).resolve().parents[2] / "docker" / "k8s" / "training_pod.yaml"
+# The training pod spec: docker/k8s/training_pod.yaml in a checkout; the user-code image copies it and points
+# OCR_FT_K8S_TRAINING_POD at the copy (a pip-installed package has no docker/ folder).
+REPO_TRAINING_POD = Path(__file__).resolve().parents[2] / "docker" / "k8s" / "training_pod.yaml"
+# With the k8s_job_executor, a step with this tag runs in its own pod with one GPU (evaluation needs one).
+K8S_GPU_STEP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
 
 
 class TinyModelConfig(dg.Config):
@@ -94,14 +98,18 @@ class TrainingLauncher(dg.ConfigurableResource):
     kind: str = "subprocess"
     image: str = ""
     namespace: str = "ocr-ft"
+    pod_spec_file: str = ""  # default: $OCR_FT_K8S_TRAINING_POD, else docker/k8s/training_pod.yaml of the checkout
 
     command: list[str] = ["python", "-m", "ocr_ft.defs.pipes_training"]
 
     def k8s_pod_spec(self) -> dict[str, Any]:
-        """The training pod's spec (snake_case, as dagster-k8s takes it) from docker/k8s/training_pod.yaml."""
+        """The training pod's spec (snake_case, as dagster-k8s takes it) from the pod spec file."""
         import yaml
 
-        pod = yaml.safe_load(K8S_TRAINING_POD.read_text(encoding="utf-8"))
+        path = Path(self.pod_spec_file or os.environ.get("OCR_FT_K8S_TRAINING_POD") or REPO_TRAINING_POD)
+        if not path.is_file():
+            raise dg.Failure(f"training pod spec {path} not found: set OCR_FT_K8S_TRAINING_POD or pod_spec_file")
+        pod = yaml.safe_load(path.read_text(encoding="utf-8"))
         return {**pod.get("pod_spec_config", {}),
                 "containers": [{"name": "dagster-pipes-execution", **pod["container_config"]}]}
 

@@ -67,6 +67,10 @@ def test_compose_wires_workspace_to_the_code_server():
     dockerfile = (ROOT / services["ocr_ft_user_code"]["build"]["dockerfile"]).read_text()
     assert f'"-p", "{grpc["port"]}"' in dockerfile and "ocr_ft.definitions" in dockerfile
     assert "chromium" in dockerfile and "fonts-noto-cjk" in dockerfile
+    # a pip-installed package has no docker/ or data/ folder: the image carries them and says where
+    assert "COPY docker/k8s/training_pod.yaml ./k8s/training_pod.yaml" in dockerfile
+    assert "OCR_FT_K8S_TRAINING_POD=/opt/ocr_ft/k8s/training_pod.yaml" in dockerfile
+    assert "COPY data/samples ./samples" in dockerfile and "OCR_FT_EXISTING_DIR=/opt/ocr_ft/samples/existing" in dockerfile
     for name in ("webserver", "daemon"):
         assert "workspace.yaml" in services[name]["entrypoint"]
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
@@ -76,11 +80,17 @@ def test_compose_wires_workspace_to_the_code_server():
     assert load("docker/dagster.yaml")["run_launcher"]["config"]["network"] in compose["networks"]
 
 
-def test_training_pod_builds_with_the_kubernetes_pipes_client():
+def test_training_pod_builds_with_the_kubernetes_pipes_client(tmp_path, monkeypatch):
+    import shutil
+
     from dagster_k8s.pipes import build_pod_body
 
     from ocr_ft.defs.training import TrainingLauncher
 
+    # as in the image: the spec is wherever OCR_FT_K8S_TRAINING_POD says
+    copy = tmp_path / "training_pod.yaml"
+    shutil.copy(ROOT / "docker" / "k8s" / "training_pod.yaml", copy)
+    monkeypatch.setenv("OCR_FT_K8S_TRAINING_POD", str(copy))
     launcher = TrainingLauncher(kind="k8s", image="ocr-ft-user-code:gpu")
     pod = build_pod_body("ocr-ft-train", launcher.image, launcher.command, {"DAGSTER_PIPES_CONTEXT": "x"}, None,
                          launcher.k8s_pod_spec())
@@ -89,3 +99,22 @@ def test_training_pod_builds_with_the_kubernetes_pipes_client():
     assert container.resources.limits["nvidia.com/gpu"] == "1"
     assert {v.name for v in pod.spec.volumes} == {"ocr-ft-data", "dshm"}
     assert pod.spec.node_selector == {"nvidia.com/gpu.present": "true"}
+
+
+def test_missing_training_pod_spec_is_a_clear_failure(monkeypatch, tmp_path):
+    import dagster as dg
+
+    from ocr_ft.defs.training import TrainingLauncher
+
+    with pytest.raises(dg.Failure, match="OCR_FT_K8S_TRAINING_POD"):
+        TrainingLauncher(kind="k8s", pod_spec_file=str(tmp_path / "nope.yaml")).k8s_pod_spec()
+
+
+def test_evaluation_step_asks_kubernetes_for_a_gpu():
+    from dagster_k8s.job import get_user_defined_k8s_config
+
+    from ocr_ft.definitions import defs
+
+    node = defs.resolve_assets_def("evaluation_report").node_def
+    cfg = get_user_defined_k8s_config(node.tags)
+    assert cfg.container_config["resources"]["limits"]["nvidia.com/gpu"] == "1"
