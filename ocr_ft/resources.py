@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from .storage import BlobStore
 
@@ -65,7 +66,7 @@ class _ApiResource(dg.ConfigurableResource):
 class DartResource(_ApiResource):
     """OpenDART client. The key comes from ``DART_API_KEY`` (bound with EnvVar: never in config or logs)."""
 
-    api_key: str
+    api_key: str = Field(repr=False, description="OpenDART key; bind with EnvVar('DART_API_KEY').")
     base_url: str = "https://opendart.fss.or.kr/api"
 
     def client(self, paths: OcrFtPaths):
@@ -77,7 +78,7 @@ class DartResource(_ApiResource):
 class FssResource(_ApiResource):
     """FSS FISIS OpenAPI client. The key comes from ``FSS_API_KEY``."""
 
-    api_key: str
+    api_key: str = Field(repr=False, description="FISIS key; bind with EnvVar('FSS_API_KEY').")
     base_url: str = "https://fisis.fss.or.kr/openapi"
 
     def client(self, paths: OcrFtPaths):

@@ -1,7 +1,6 @@
 """Scraped sources — DART (by filing month), FSS (by statistics period), Korean Wikipedia (by page batch) —
 their validation assets, and the weekly rescrape schedules of DART and FSS."""
 
-import datetime as dt
 import os
 from pathlib import Path
 
@@ -9,25 +8,30 @@ import dagster as dg
 from pydantic import Field
 
 from ..resources import DartResource, FssResource, OcrFtPaths, RendererResource, WikiResource
-from ..sources.fss import fss_periods
 from ..sources.wiki import wiki_batch_key, wiki_batch_keys
 from .common import materialize_source, progress_logger
 from .sources import SOURCE_GROUP, validated_asset
 
 DART_START = os.environ.get("OCR_FT_DART_START", "2023-01")  # YYYY-MM
-FSS_START = os.environ.get("OCR_FT_FSS_START", "2020Q1")
+FSS_START = os.environ.get("OCR_FT_FSS_START", "2020-01")  # first month of the first quarter
 WIKI_BATCHES = int(os.environ.get("OCR_FT_WIKI_BATCHES", "4"))
 DEFAULT_WIKI_PAGES = Path(__file__).resolve().parents[1] / "sources" / "wiki_pages.txt"
 SEOUL = "Asia/Seoul"
 
 
-def last_complete_quarter(today: dt.date) -> str:
-    q = (today.month - 1) // 3  # quarters completed this year
-    return f"{today.year}Q{q}" if q else f"{today.year - 1}Q4"
+def fss_period(partition_key: str) -> str:
+    """The FSS statistics period of a partition: quarters are keyed by their first month, ``2024-04`` is
+    ``2024Q2``."""
+    year, month = partition_key.split("-")
+    if (int(month) - 1) % 3:
+        raise ValueError(f"FSS partition {partition_key!r} does not start a quarter")
+    return f"{year}Q{(int(month) - 1) // 3 + 1}"
 
 
 dart_partitions = dg.MonthlyPartitionsDefinition(start_date=DART_START, fmt="%Y-%m", end_offset=1, timezone=SEOUL)
-fss_partitions = dg.StaticPartitionsDefinition(fss_periods(FSS_START, last_complete_quarter(dt.date.today())))
+# quarters, keyed by their first month; a quarter's partition exists once the quarter is over
+fss_partitions = dg.TimeWindowPartitionsDefinition(cron_schedule="0 0 1 1,4,7,10 *", start=FSS_START, fmt="%Y-%m",
+                                                   timezone=SEOUL)
 wiki_partitions = dg.StaticPartitionsDefinition(wiki_batch_keys(WIKI_BATCHES))
 
 
@@ -64,13 +68,14 @@ class FssConfig(dg.Config):
 
 
 @dg.asset(partitions_def=fss_partitions, group_name=SOURCE_GROUP, code_version="1", pool="fss_api", kinds={"python"},
-          description="FSS FISIS statistics of one period as tables with multi-level headers, rendered.")
+          description="FSS FISIS statistics of one quarter (partition 2024-04 = 2024Q2) as tables with multi-level "
+          "headers, rendered.")
 def fss(context: dg.AssetExecutionContext, config: FssConfig, paths: OcrFtPaths, fss: FssResource,
         renderer: RendererResource) -> dg.MaterializeResult:
     from ..sources.fss import collect_fss
 
     with renderer.open(paths) as r:
-        result = collect_fss(fss.client(paths), context.partition_key, r, lrg_div=config.lrg_div,
+        result = collect_fss(fss.client(paths), fss_period(context.partition_key), r, lrg_div=config.lrg_div,
                              list_nos=config.list_nos or None, finance_cds=config.finance_cds or None,
                              max_companies=config.max_companies, history=config.history, max_tables=config.max_tables,
                              refresh=config.refresh, progress=progress_logger(context, "fss"))
@@ -127,9 +132,10 @@ def dart_weekly_rescrape(context: dg.ScheduleEvaluationContext):
 @dg.schedule(cron_schedule="0 4 * * 1", target=fss, execution_timezone=SEOUL, name="fss_weekly_rescrape",
              description="Mondays 04:00 KST: rescrape the newest complete FSS quarter (figures get revised).")
 def fss_weekly_rescrape(context: dg.ScheduleEvaluationContext):
-    key = last_complete_quarter(context.scheduled_execution_time.date())
-    if key not in fss_partitions.get_partition_keys():
-        return dg.SkipReason(f"FSS partition {key} is not defined yet (reload the code location)")
+    keys = fss_partitions.get_partition_keys(current_time=context.scheduled_execution_time)
+    if not keys:
+        return dg.SkipReason(f"no FSS quarter has ended since {FSS_START}")
+    key = keys[-1]
     return dg.RunRequest(run_key=f"fss-{key}-{context.scheduled_execution_time:%Y%m%d}", partition_key=key,
                          run_config={"ops": {"fss": {"config": {"refresh": True}}}})
 

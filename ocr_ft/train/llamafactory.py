@@ -82,7 +82,8 @@ def write_llamafactory_config(config: TrainConfig, path: str | Path, dataset_dir
     header = (
         "# LLaMA-Factory (>= 0.9.5, template glm_ocr) equivalent of the ocr-ft training config.\n"
         "# Run: llamafactory-cli train THIS_FILE\n"
-        "# Note: LLaMA-Factory truncates to cutoff_len; the ocr-ft export only contains samples that fit.\n"
+        "# Note: LLaMA-Factory truncates to cutoff_len; the ocr-ft export leaves out samples whose estimated\n"
+        "# tokens exceed it (`ocr-ft train --dry-run` counts them exactly with the model's tokenizer).\n"
     )
     body = yaml.safe_dump(llamafactory_config(config, dataset_dir, output_dir), sort_keys=False, allow_unicode=True)
     return atomic_write_text(path, header + body)

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ocr_ft.defs.scraped import dart_weekly_rescrape, fss_weekly_rescrape, last_complete_quarter
+from ocr_ft.defs.scraped import dart_weekly_rescrape, fss_period, fss_weekly_rescrape
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "0123456789abcdef0123456789abcdef01234567"
@@ -22,8 +22,10 @@ DOC = """<?xml version="1.0" encoding="utf-8"?>
 </TABLE></SECTION-1></BODY></DOCUMENT>"""
 
 
-@pytest.mark.parametrize("when", [dt.datetime(2024, 3, 4, 3, 0), dt.datetime(2025, 1, 6, 3, 0)])
-def test_schedules_request_only_the_newest_dart_and_fss_partitions(when):
+@pytest.mark.parametrize("when, quarter", [(dt.datetime(2024, 3, 4, 3, 0), "2023Q4"),
+                                           (dt.datetime(2025, 1, 6, 3, 0), "2024Q4"),
+                                           (dt.datetime(2031, 7, 7, 3, 0), "2031Q2")])  # years after this code loads
+def test_schedules_request_only_the_newest_dart_and_fss_partitions(when, quarter):
     from ocr_ft.definitions import defs
 
     with dg.instance_for_test() as instance:
@@ -32,17 +34,21 @@ def test_schedules_request_only_the_newest_dart_and_fss_partitions(when):
         fss_req = fss_weekly_rescrape(ctx)
     assert isinstance(dart_req, dg.RunRequest) and dart_req.partition_key == when.strftime("%Y-%m")
     assert dart_req.run_config["ops"]["dart"]["config"]["refresh_listing"] is True
-    assert isinstance(fss_req, dg.RunRequest) and fss_req.partition_key == last_complete_quarter(when.date())
+    assert isinstance(fss_req, dg.RunRequest) and fss_period(fss_req.partition_key) == quarter
     # each schedule targets its own source and nothing else
     for schedule, key in ((dart_weekly_rescrape, "dart"), (fss_weekly_rescrape, "fss")):
         job = defs.resolve_job_def(schedule.job_name)
         assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {key}
 
 
-def test_last_complete_quarter():
-    assert last_complete_quarter(dt.date(2024, 3, 31)) == "2023Q4"
-    assert last_complete_quarter(dt.date(2024, 4, 1)) == "2024Q1"
-    assert last_complete_quarter(dt.date(2024, 12, 31)) == "2024Q3"
+def test_fss_partitions_are_quarters_keyed_by_their_first_month():
+    from ocr_ft.defs.scraped import fss_partitions
+
+    assert [fss_period(k) for k in ("2024-01", "2024-04", "2024-10")] == ["2024Q1", "2024Q2", "2024Q4"]
+    with pytest.raises(ValueError, match="does not start a quarter"):
+        fss_period("2024-02")
+    keys = fss_partitions.get_partition_keys(current_time=dt.datetime(2024, 4, 1, 12, tzinfo=dt.timezone.utc))
+    assert keys[0] == "2020-01" and keys[-1] == "2024-01"  # 2024Q1 exists once it has ended
 
 
 @pytest.mark.browser
@@ -82,3 +88,11 @@ def test_backfill_one_dart_month_from_the_cli(tmp_path, monkeypatch, fake_server
         event = instance.get_latest_materialization_event(dg.AssetKey("dart"))
         assert event.asset_materialization.partition == "2024-05"
         assert KEY not in json.dumps({k: str(v) for k, v in event.asset_materialization.metadata.items()})
+
+
+def test_api_keys_never_show_in_resource_reprs():
+    from ocr_ft.resources import DartResource, FssResource
+
+    for cls in (DartResource, FssResource):
+        res = cls(api_key=KEY)
+        assert KEY not in repr(res) and KEY not in str(res)
