@@ -38,6 +38,7 @@ def test_tiny_model_lora_and_report_through_the_graph(tmp_path):
     assert ckpt["steps"].value == 8 and ckpt["final_train_loss"].value < ckpt["initial_train_loss"].value
     adapter = Path(ckpt["adapter_path"].value)
     assert (adapter / "adapter_config.json").is_file() and (adapter.parent / "loss.png").is_file()
+    assert ckpt["loss_curve"].value.startswith("![loss](data:image/png;base64,")
     # the reported data version is the run's fingerprint, the folder's name is its prefix
     assert adapter.parent.name == mats["lora_checkpoint"].tags["dagster/data_version"][:16]
 
