@@ -7,8 +7,11 @@
     Exit code 0; 1 when some samples could not be predicted (the report is still written); 2 on bad input.
 
 ``ocr-ft teds --pred PRED.json --gt GT.json [--mode pubtabnet|nested]``
-    PubTabNet-style files (``name -> {"html": ...}``, or ``name -> "html"``); prints one JSON object
-    ``{name: {"teds": x, "teds_s": y}}`` for every ground-truth name (a missing prediction scores 0).
+    PubTabNet-style files (``name -> {"html": ...}``, or ``name -> "html"``); prints exactly one JSON
+    object ``{name: {"teds": x, "teds_s": y}}`` for every ground-truth name (a missing prediction scores
+    0), always these two keys and nothing else.  A pair that could not be scored (timed out, metric error)
+    has ``null`` for both, is named with the reason on stderr, and makes the exit code 1.  Exit code 0 when
+    every pair was scored; 2 on bad input (nothing printed on stdout).
 """
 
 from __future__ import annotations
@@ -62,13 +65,17 @@ def teds_main(argv: list[str] | None = None) -> int:
         return _err(str(exc))
     names = list(gt)
     results = teds_batch([(pred.get(n, ""), gt[n]) for n in names], args.mode, args.workers, args.timeout)
-    out = {}
+    out, failed = {}, []
     for name, r in zip(names, results):
         out[name] = {"teds": r.teds, "teds_s": r.teds_s}
-        if r.error:
-            out[name]["error"] = r.error
-            print(f"ocr-ft teds: {name}: {r.error}", file=sys.stderr)
+        if r.teds is None or r.teds_s is None:
+            failed.append(name)
+            reason = r.error or ("timed out" if r.timed_out else "no score")
+            print(f"ocr-ft teds: {name}: not scored: {reason}", file=sys.stderr)
     print(json.dumps(out, ensure_ascii=False))
+    if failed:
+        print(f"ocr-ft teds: {len(failed)} of {len(names)} pair(s) not scored (null in the output)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -147,7 +154,11 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         runs = {baseline.name: baseline, run.name: run}
     report = build_report(runs, args.out, data_dir=args.data_dir)
     overall = report["runs"][run.name]["summary"]["overall"]
-    print(json.dumps({"run": run.name, "n": overall["n"], "teds": overall["teds"], "cer": overall["cer"],
+    throughput = report["runs"][run.name]["summary"]["throughput"]
+    print(json.dumps({"run": run.name, "n": overall["n"], "teds": overall["teds"],
+                      "teds_unscored": overall["teds_unscored"], "cer": overall["cer"],
+                      "latency_p50_s": (overall.get("latency") or {}).get("p50"),
+                      "pages_per_s": throughput["pages_per_s"],
                       "prediction_errors": overall["prediction_errors"],
                       "regression": (report.get("comparison") or {}).get("regression"),
                       "report": str(Path(args.out) / "report.html")}, ensure_ascii=False))

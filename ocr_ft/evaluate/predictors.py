@@ -1,4 +1,9 @@
-"""Predictors: image in, table HTML and seconds per page out.
+"""Predictors: image in, table HTML and the page's latency out.
+
+A page's ``latency_s`` is what that page experiences: the wall time of the request (endpoint) or of the
+generate call (local model) that produced it - with batching, the whole batch's time, since no page of a
+batch is done before the batch is.  It is not throughput: how many pages a predictor gets through per
+second over a run is measured by the runner (:mod:`ocr_ft.evaluate.runner`) and reported separately.
 
 * :class:`EndpointPredictor` - an OpenAI-compatible ``/v1/chat/completions`` server (``vllm serve``): the
   image as a base64 data URL before the prompt ``Table Recognition:``, temperature 0, a thread pool for
@@ -246,9 +251,10 @@ class LocalModelPredictor:
     Loading and generation are :mod:`ocr_ft.train`'s (``load_model_and_processor``, ``generate_html``):
     greedy, no repetition penalty, the training prompt and pixel cap from ``config`` (seed defaults when
     ``None``).  ``adapter_dir`` may also be a training run's output directory (``config.yaml`` +
-    ``adapter/``), whose config is then used.  Images go ``batch_size`` at a time; a page's latency is its
-    batch's wall time divided by the batch size.  A batch that fails is retried image by image so one bad
-    image fails alone.
+    ``adapter/``), whose config is then used.  Images go ``batch_size`` at a time; a page's latency is the
+    wall time of the generate call it was part of (every page of a batch gets the batch's time: that is
+    how long each of them waited for its result).  A batch that fails is retried image by image so one bad
+    image fails alone (those pages' latency is then their own single-image call's).
     """
 
     def __init__(
@@ -292,9 +298,9 @@ class LocalModelPredictor:
             try:
                 start = time.perf_counter()
                 raws = self._generate([im for _, im in images])
-                each = (time.perf_counter() - start) / len(images)
+                latency = time.perf_counter() - start  # every page of the batch waited this long
                 for (k, _), raw in zip(images, raws):
-                    preds[k] = Prediction(extract_table_html(raw), each, raw=raw)
+                    preds[k] = Prediction(extract_table_html(raw), latency, raw=raw)
             except Exception as exc:  # noqa: BLE001 - isolate the failing image below
                 if len(images) == 1:
                     k, _ = images[0]

@@ -2,7 +2,10 @@
 
 :func:`build_report` takes one or more named runs (e.g. ``{"base": ..., "finetuned": ...}``) and writes
 
-* every run's summary (overall, by category, by source) and the seed's targets with pass/fail;
+* every run's summary (overall, by category, by source), its throughput, and the seed's targets with
+  pass/fail.  TEDS means count a sample whose TEDS could not be computed as 0 and say how many there were
+  (``teds_unscored``, see :mod:`ocr_ft.evaluate.results`); latency is per page as the page experiences it,
+  throughput (pages/s over the run) is given separately;
 * :func:`compare` of the first run against the last when there are two or more (fine-tuned TEDS below the
   base's, overall or in any category, is a regression);
 * plots (matplotlib, Agg backend, embedded as base64 PNG): TEDS by category, CER distribution, latency
@@ -25,7 +28,7 @@ from ocr_ft.dataset.records import CATEGORIES
 from ocr_ft.storage import atomic_write_json, atomic_write_text
 from ocr_ft.tables import TableParseError, normalize_html
 
-from .results import EvalRun, SampleResult, summarize
+from .results import EvalRun, SampleResult, summarize, throughput
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ TARGETS = (
     Target("teds_nested_2level", "TEDS, 2-level nested", ">=", 0.90, _category_teds("nested_2level")),
     Target("teds_nested_3level", "TEDS, 3-level nested", ">=", 0.85, _category_teds("nested_3level")),
     Target("korean_cer", "Korean CER (corpus)", "<=", 0.01, lambda s: s["overall"].get("cer")),
-    Target("latency", "latency, mean s/page", "<=", 0.5, lambda s: (s["overall"].get("latency") or {}).get("mean")),
+    Target("latency", "latency per page, mean (s)", "<=", 0.5, lambda s: (s["overall"].get("latency") or {}).get("mean")),
 )
 
 
@@ -62,35 +65,54 @@ def check_targets(summary: dict) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------- compare
-_COMPARED = ("teds", "teds_s", "cer", "wer", "content_f1", "topology_f1", "nesting_accuracy")
-_LOWER_IS_BETTER = {"cer", "wer", "latency_mean"}
+_COMPARED = ("teds", "teds_s", "teds_unscored", "cer", "wer", "content_f1", "topology_f1", "nesting_accuracy")
+_LOWER_IS_BETTER = {"teds_unscored", "cer", "wer", "latency_mean", "latency_p95"}
 
 
 def _delta(a: float | None, b: float | None) -> dict[str, float | None]:
     return {"base": a, "finetuned": b, "delta": None if a is None or b is None else b - a}
 
 
-def compare(base: EvalRun, finetuned: EvalRun, tolerance: float = 0.0) -> dict[str, Any]:
-    """Fine-tuned against base on the samples both runs scored (matched by key).
+def _unscored_note(d: dict) -> str:
+    counts = (d.get("base_unscored") or 0, d.get("finetuned_unscored") or 0)
+    if not any(counts):
+        return ""
+    return f", TEDS unscored and counted as 0: base {counts[0]}, fine-tuned {counts[1]}"
 
-    ``regression`` is True when the fine-tuned mean TEDS is below the base's by more than ``tolerance``,
-    overall or in any category; ``regressions`` says where.
+
+def compare(base: EvalRun, finetuned: EvalRun, tolerance: float = 0.0) -> dict[str, Any]:
+    """Fine-tuned against base on the samples both runs hold (matched by key).
+
+    Means follow :func:`~ocr_ft.evaluate.results.summarize`: a sample whose TEDS could not be computed
+    (timed out, metric error) counts as 0 in its run's mean, so a fine-tune whose runaway output times out
+    where the base scored shows as the regression it is; ``teds_unscored`` (overall and per category) says
+    how many samples of each run were counted so.  ``regression`` is True when the fine-tuned mean TEDS is
+    below the base's by more than ``tolerance``, overall or in any category; ``regressions`` says where.
+    ``throughput_pages_per_s`` compares the two runs' whole-run throughput (not restricted to the common
+    samples; ``None`` where a run does not record it).
     """
     common = {s.key for s in base.samples} & {s.key for s in finetuned.samples}
     b = [s for s in base.samples if s.key in common]
     f = [s for s in finetuned.samples if s.key in common]
     sb, sf = summarize(b), summarize(f)
     metrics = {m: _delta(sb.get(m), sf.get(m)) for m in _COMPARED}
-    metrics["latency_mean"] = _delta((sb.get("latency") or {}).get("mean"), (sf.get("latency") or {}).get("mean"))
+    for stat in ("mean", "p95"):
+        metrics[f"latency_{stat}"] = _delta((sb.get("latency") or {}).get(stat), (sf.get("latency") or {}).get(stat))
+    metrics["throughput_pages_per_s"] = _delta(throughput(base.meta)["pages_per_s"],
+                                               throughput(finetuned.meta)["pages_per_s"])
     by_cat = {}
     for cat in [c for c in CATEGORIES if any(s.category == c for s in b)] + sorted({s.category for s in b} - set(CATEGORIES)):
         cb = summarize([s for s in b if s.category == cat])
         cf = summarize([s for s in f if s.category == cat])
-        by_cat[cat] = {"n": cb["n"], **_delta(cb.get("teds"), cf.get("teds"))}
+        by_cat[cat] = {"n": cb["n"], **_delta(cb.get("teds"), cf.get("teds")),
+                       "base_unscored": cb.get("teds_unscored", 0), "finetuned_unscored": cf.get("teds_unscored", 0)}
+    overall = {**metrics["teds"], "base_unscored": sb.get("teds_unscored", 0),
+               "finetuned_unscored": sf.get("teds_unscored", 0)}
     regressions = []
-    for where, d in [("overall", metrics["teds"]), *by_cat.items()]:
+    for where, d in [("overall", overall), *by_cat.items()]:
         if d["delta"] is not None and d["delta"] < -tolerance:
-            regressions.append(f"{where}: TEDS {d['finetuned']:.4f} < base {d['base']:.4f} ({d['delta']:+.4f})")
+            regressions.append(f"{where}: TEDS {d['finetuned']:.4f} < base {d['base']:.4f} "
+                               f"({d['delta']:+.4f}{_unscored_note(d)})")
     return {
         "base": base.name, "finetuned": finetuned.name, "n_common": len(common), "tolerance": tolerance,
         "metrics": metrics, "teds_by_category": by_cat, "regressions": regressions, "regression": bool(regressions),
@@ -155,7 +177,7 @@ def _plots(runs: dict[str, EvalRun], summaries: dict[str, dict]) -> dict[str, st
         if lat[n]:
             ax.hist(lat[n], bins=20, range=(0, top), histtype="step", linewidth=2, label=n)
     ax.axvline(0.5, color="red", linestyle="dashed")
-    ax.set_xlabel("seconds per page (target 0.5 s, dashed)")
+    ax.set_xlabel("latency per page, s (target 0.5 s, dashed)")
     ax.set_ylabel("pages")
     ax.set_title("Latency")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -216,13 +238,23 @@ def _thumbnail(path: Path, max_width: int = 700) -> str | None:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _teds_text(teds: float | None, timed_out: bool = False, error: str | None = None) -> str:
+    if teds is not None:
+        return _fmt(teds)
+    return "unscored (timed out, counted as 0)" if timed_out else f"unscored ({error or 'no score'}, counted as 0)"
+
+
 def _worst(runs: dict[str, EvalRun], n: int) -> list[SampleResult]:
     last = list(runs.values())[-1]
     return sorted(last.samples, key=lambda s: (-1.0 if s.teds is None else s.teds, s.key))[:n]
 
 
-_SUMMARY_HEAD = ["run", "group", "n", "TEDS", "TEDS-S", "CER", "WER", "content F1", "topology F1",
-                 "nesting acc.", "latency p50 / p95 / mean (s)"]
+_SUMMARY_HEAD = ["run", "group", "n", "TEDS", "TEDS-S", "TEDS unscored", "CER", "WER", "content F1",
+                 "topology F1", "nesting acc.", "latency p50 / p95 / mean (s)"]
+_UNSCORED_NOTE = ("TEDS means count a sample whose TEDS could not be computed (timed out, metric error) as 0; "
+                  "\"TEDS unscored\" is how many such samples a row holds.")
+_LATENCY_NOTE = ("Latency is what a page experiences: the wall time of the request, or of the whole batched "
+                 "generate call, it was part of. Throughput is pages predicted per second of prediction wall time.")
 
 
 def _summary_rows(summaries: dict[str, dict], group: str | None) -> list[list[str]]:
@@ -232,12 +264,24 @@ def _summary_rows(summaries: dict[str, dict], group: str | None) -> list[list[st
         for g, s in items:
             lat = s.get("latency") or {}
             rows.append([
-                name, g, str(s["n"]), _fmt(s.get("teds")), _fmt(s.get("teds_s")), _fmt(s.get("cer"), True),
+                name, g, str(s["n"]), _fmt(s.get("teds")), _fmt(s.get("teds_s")), _fmt(s.get("teds_unscored")),
+                _fmt(s.get("cer"), True),
                 _fmt(s.get("wer"), True), _fmt(s.get("content_f1")), _fmt(s.get("topology_f1")),
                 _fmt(s.get("nesting_accuracy")),
                 f"{_fmt(lat.get('p50'))} / {_fmt(lat.get('p95'))} / {_fmt(lat.get('mean'))}",
             ])
     return rows
+
+
+def _throughput_text(summ: dict) -> str:
+    t = summ.get("throughput") or {}
+    if t.get("pages_per_s") is None:
+        return "not recorded"
+    how = [f"batch {t['batch_size']}" if t.get("batch_size") else "",
+           f"concurrency {t['concurrency']}" if t.get("concurrency") else ""]
+    how_text = ", ".join(h for h in how if h)
+    return (f"{t['pages_per_s']:.3f} pages/s ({t['pages']} pages in {t['wall_s']:.1f} s of prediction wall time"
+            + (f"; {how_text}" if how_text else "") + ")")
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -257,6 +301,9 @@ def _markdown(report: dict, summaries: dict[str, dict]) -> str:
         out.append("")
     for title, group in (("Overall", None), ("By category", "by_category"), ("By source", "by_source")):
         out += [f"## {title}", ""] + _md_table(_SUMMARY_HEAD, _summary_rows(summaries, group)) + [""]
+        if group is None:
+            out += [_UNSCORED_NOTE, "", _LATENCY_NOTE, ""]
+            out += [f"- throughput, {name}: {_throughput_text(summ)}" for name, summ in summaries.items()] + [""]
     cmp = report.get("comparison")
     if cmp:
         out += [f"## {cmp['finetuned']} vs {cmp['base']} ({cmp['n_common']} common samples)", "",
@@ -266,7 +313,8 @@ def _markdown(report: dict, summaries: dict[str, dict]) -> str:
         out += ["", "Regression: " + ("YES - " + "; ".join(cmp["regressions"]) if cmp["regression"] else "no"), ""]
     out += ["## Worst samples", "", "| key | category | source | TEDS | CER |", "|---|---|---|---|---|"]
     for w in report["worst"]:
-        out.append(f"| {w['key']} | {w['category']} | {w['source']} | {_fmt(w['teds'])} | {_fmt(w['cer'], True)} |")
+        teds = _teds_text(w["teds"], w.get("teds_timed_out", False), w.get("teds_error")).replace("|", "\\|")
+        out.append(f"| {w['key']} | {w['category']} | {w['source']} | {teds} | {_fmt(w['cer'], True)} |")
     return "\n".join(out) + "\n"
 
 
@@ -299,6 +347,10 @@ def _html(report: dict, summaries: dict[str, dict], plots: dict[str, str], worst
         for row in _summary_rows(summaries, group):
             parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
         parts.append("</table>")
+        if group is None:
+            parts.append(f"<p>{e(_UNSCORED_NOTE)}</p><p>{e(_LATENCY_NOTE)}</p><ul>"
+                         + "".join(f"<li>throughput, {e(name)}: {e(_throughput_text(summ))}</li>"
+                                   for name, summ in summaries.items()) + "</ul>")
     cmp = report.get("comparison")
     if cmp:
         parts.append(f"<h2>{e(cmp['finetuned'])} vs {e(cmp['base'])}</h2><table>"
@@ -327,7 +379,7 @@ def _html(report: dict, summaries: dict[str, dict], plots: dict[str, str], worst
             if other is None:
                 continue
             note = f" - error: {e(other.error)}" if other.error else ""
-            parts.append(f"<div><b>{e(name)}</b> TEDS {_fmt(other.teds)}, CER {_fmt(other.cer, True)}{note}"
+            parts.append(f"<div><b>{e(name)}</b> TEDS {e(_teds_text(other.teds, other.teds_timed_out, other.teds_error))}, CER {_fmt(other.cer, True)}{note}"
                          f"{safe_table_html(other.pred_html)}</div>")
         parts.append("</div>")
     parts.append("</body></html>")
@@ -354,7 +406,8 @@ def build_report(runs: dict[str, EvalRun], out_dir: str | Path, data_dir: str | 
         report["comparison"] = compare(runs[names[0]], runs[names[-1]], tolerance)
     worst = _worst(runs, worst_n)
     report["worst"] = [{"key": s.key, "image_path": s.image_path, "category": s.category, "source": s.source,
-                        "teds": s.teds, "cer": s.cer} for s in worst]
+                        "teds": s.teds, "teds_timed_out": s.teds_timed_out, "teds_error": s.teds_error,
+                        "cer": s.cer} for s in worst]
     base = data_dir if data_dir is not None else runs[names[-1]].meta.get("data_dir")
     images = {s.key: _thumbnail(Path(base) / s.image_path) if base else None for s in worst}
     atomic_write_json(out_dir / "report.json", report)

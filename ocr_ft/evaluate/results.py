@@ -1,15 +1,22 @@
 """Scored samples and evaluation runs: what a run holds, how it is summarised, saved and loaded.
 
-Summary conventions (every figure is given overall, by category and by source):
+Summary conventions (every figure but throughput is given overall, by category and by source):
 
-* ``teds`` / ``teds_s``: mean over the samples that were scored; samples whose TEDS timed out or failed
-  are left out of the mean and counted in ``teds_unscored``;
+* ``teds`` / ``teds_s``: mean over *all* samples, a sample whose TEDS could not be computed (it timed out
+  or the metric failed on it) counting as 0, and ``teds_unscored`` says how many such samples there are.
+  A prediction too big or too odd to score is the model's failure (a runaway repetition is the typical
+  case), so leaving it out of the mean would hide exactly the regressions the comparison is meant to catch;
 * ``cer`` / ``wer``: corpus rates, total edits over total reference length (``cer_mean`` is the mean of
   per-sample rates);
 * ``content_*`` / ``topology_*``: mean per-sample grid precision, recall and F1;
 * ``nesting_accuracy``: share of samples whose predicted nesting depth equals the true one;
-* ``latency``: n, mean, p50, p95, max of seconds per page, over samples with a prediction;
-* ``prediction_errors``: samples the predictor failed on (scored as an empty prediction).
+* ``latency``: n, mean, p50, p95, max of a page's latency in seconds (what a page experiences: the wall
+  time of the request or generate call it was part of, a whole batch's for a batched local model), over
+  samples with a prediction;
+* ``prediction_errors``: samples the predictor failed on (scored as an empty prediction);
+* ``throughput`` (the run's summary only, not per group): pages predicted per second of prediction wall
+  time over the run (all prediction sessions of a resumed run added up), from the run's ``meta``; with
+  batching or concurrency it is not ``1 / latency``.
 """
 
 from __future__ import annotations
@@ -72,20 +79,25 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def teds_or_zero(sample: SampleResult, structure_only: bool = False) -> float:
+    """The sample's TEDS (TEDS-S) for means: 0 when it could not be scored (timed out, metric error)."""
+    value = sample.teds_s if structure_only else sample.teds
+    return 0.0 if value is None else value
+
+
 def summarize(samples: list[SampleResult]) -> dict[str, Any]:
-    """Summary figures of ``samples`` (see the module docstring)."""
+    """Summary figures of ``samples`` (see the module docstring: an unscored TEDS counts as 0)."""
     if not samples:
         return {"n": 0}
-    scored = [s for s in samples if s.teds is not None]
     cer_edits = sum(s.cer_edits for s in samples)
     cer_len = sum(s.cer_ref_len for s in samples)
     wer_edits = sum(s.wer_edits for s in samples)
     wer_len = sum(s.wer_ref_len for s in samples)
     out: dict[str, Any] = {
         "n": len(samples),
-        "teds": _mean([s.teds for s in scored]),
-        "teds_s": _mean([s.teds_s for s in scored]),
-        "teds_unscored": len(samples) - len(scored),
+        "teds": _mean([teds_or_zero(s) for s in samples]),
+        "teds_s": _mean([teds_or_zero(s, structure_only=True) for s in samples]),
+        "teds_unscored": sum(1 for s in samples if s.teds is None),
         "cer": error_rate(cer_edits, cer_len),
         "cer_mean": _mean([s.cer for s in samples]),
         "wer": error_rate(wer_edits, wer_len),
@@ -96,6 +108,17 @@ def summarize(samples: list[SampleResult]) -> dict[str, Any]:
     for name in _MEAN_FIELDS:
         out[name] = _mean([getattr(s, name) for s in samples])
     return out
+
+
+def throughput(meta: dict[str, Any]) -> dict[str, Any]:
+    """``pages``, ``wall_s`` and ``pages_per_s`` of a run's prediction, from its ``meta``
+    (``prediction_pages`` and ``prediction_wall_s``, written by :func:`ocr_ft.evaluate.runner.evaluate`);
+    ``None`` values when the run does not record them."""
+    pages, wall = meta.get("prediction_pages"), meta.get("prediction_wall_s")
+    known = isinstance(pages, int) and isinstance(wall, (int, float))
+    return {"pages": pages if known else None, "wall_s": wall if known else None,
+            "pages_per_s": pages / wall if known and pages and wall > 0 else None,
+            "batch_size": meta.get("batch_size"), "concurrency": meta.get("concurrency")}
 
 
 def _group(samples: list[SampleResult], attr: str, order: tuple[str, ...] = ()) -> dict[str, dict]:
@@ -117,6 +140,7 @@ class EvalRun:
             "overall": summarize(self.samples),
             "by_category": _group(self.samples, "category", CATEGORIES),
             "by_source": _group(self.samples, "source"),
+            "throughput": throughput(self.meta),
         }
 
     def save(self, path: str | Path) -> Path:

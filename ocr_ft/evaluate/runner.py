@@ -5,6 +5,9 @@ The output directory holds
 * ``predictions.jsonl`` - one row per predicted sample (key, html, raw output, latency, error, predictor),
   rewritten atomically every ``save_every`` predictions and when the loop ends or is interrupted.  A
   re-run skips every sample already predicted without error and predicts the rest;
+* ``prediction_sessions.json`` - one entry per prediction session (a run and each resumption of it): the
+  pages it predicted (failed attempts included) and the wall seconds its prediction loop took, saved with
+  the predictions.  The run's throughput is their pages over their seconds, summed over the sessions;
 * ``eval_run.json`` - the scored :class:`~ocr_ft.evaluate.results.EvalRun` (samples, meta, summary);
 * the report files (see :mod:`ocr_ft.evaluate.report`).
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ocr_ft.storage import atomic_write_jsonl, read_jsonl
+from ocr_ft.storage import atomic_write_json, atomic_write_jsonl, read_jsonl
 from ocr_ft.tables import TableParseError, parse_tables
 
 from .metrics import sample_metrics
@@ -26,6 +29,7 @@ from .results import EvalRun, SampleResult
 from .teds_metric import teds_batch
 
 PREDICTIONS_FILE = "predictions.jsonl"
+SESSIONS_FILE = "prediction_sessions.json"
 RUN_FILE = "eval_run.json"
 
 
@@ -116,6 +120,30 @@ def load_predictions(out_dir: str | Path) -> dict[str, dict]:
     return {row["key"]: row for row in read_jsonl(path)}
 
 
+def load_sessions(out_dir: str | Path) -> list[dict]:
+    """The prediction sessions recorded in ``out_dir`` (``[]`` when there are no predictions yet: a
+    sessions file without its predictions is stale)."""
+    out_dir = Path(out_dir)
+    path = out_dir / SESSIONS_FILE
+    if not (out_dir / PREDICTIONS_FILE).is_file() or not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return []
+    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+
+
+def prediction_throughput_meta(out_dir: str | Path) -> dict:
+    """``prediction_pages``, ``prediction_wall_s`` and ``prediction_sessions`` summed over the sessions of
+    ``out_dir`` (``None`` figures when none was recorded)."""
+    sessions = load_sessions(out_dir)
+    pages = sum(int(d.get("pages") or 0) for d in sessions)
+    wall = sum(float(d.get("wall_s") or 0.0) for d in sessions)
+    return {"prediction_pages": pages if sessions else None, "prediction_wall_s": wall if sessions else None,
+            "prediction_sessions": len(sessions)}
+
+
 def predict_resumable(
     samples: Sequence[TestSample],
     predictor: Predictor,
@@ -126,10 +154,13 @@ def predict_resumable(
 ) -> dict[str, dict]:
     """Predict every sample not yet predicted without error in ``out_dir``; return all rows by key.
 
-    Raises ``ValueError`` when ``out_dir`` holds predictions of a different predictor.
+    The session (pages predicted, wall seconds of the prediction loop) is appended to ``SESSIONS_FILE``
+    whenever the predictions are saved.  Raises ``ValueError`` when ``out_dir`` holds predictions of a
+    different predictor.
     """
     out_dir = Path(out_dir)
     rows = load_predictions(out_dir)
+    sessions = load_sessions(out_dir)
     others = {r.get("predictor") for r in rows.values()} - {predictor.name}
     if others:
         raise ValueError(
@@ -141,9 +172,16 @@ def predict_resumable(
         log(f"resuming: {len(samples) - len(pending)} of {len(samples)} samples already predicted")
     if not pending:
         return rows
-    save = lambda: atomic_write_jsonl(out_dir / PREDICTIONS_FILE, rows.values())  # noqa: E731
     paths = [Path(data_dir) / s.image_path for s in pending]
     done = 0
+    session = {"predictor": predictor.name, "started_at": time.time(), "pages": 0, "wall_s": 0.0}
+    start = time.perf_counter()
+
+    def save() -> None:
+        session["pages"], session["wall_s"] = done, time.perf_counter() - start
+        atomic_write_jsonl(out_dir / PREDICTIONS_FILE, rows.values())
+        atomic_write_json(out_dir / SESSIONS_FILE, [*sessions, session])
+
     try:
         for i, pred in predictor.predict_iter(paths):
             s = pending[i]
@@ -198,16 +236,20 @@ def evaluate(
     teds_timeout_s: float | None = 60.0,
     log: Callable[[str], None] = lambda msg: None,
 ) -> EvalRun:
-    """Predict (resumably) and score ``test_set``; write ``eval_run.json`` into ``out_dir`` and return the run."""
+    """Predict (resumably) and score ``test_set``; write ``eval_run.json`` into ``out_dir`` and return the run.
+
+    The run's ``meta`` records the prediction's throughput figures (``prediction_pages``,
+    ``prediction_wall_s``, over every session in ``out_dir``) and the predictor's ``batch_size`` /
+    ``concurrency``."""
     samples = load_test_set(test_set)
     if limit is not None:
         samples = samples[:limit]
     check_images(samples, data_dir, test_set)
-    start = time.perf_counter()
     predictions = predict_resumable(samples, predictor, data_dir, out_dir, save_every, log)
-    wall = time.perf_counter() - start
     run = score(samples, predictions, name, mode, workers, teds_timeout_s,
                 meta={"predictor": predictor.name, "test_set": str(test_set), "data_dir": str(data_dir),
-                      "prediction_wall_s": wall})
+                      "batch_size": getattr(predictor, "batch_size", None),
+                      "concurrency": getattr(predictor, "concurrency", None),
+                      **prediction_throughput_meta(out_dir)})
     run.save(Path(out_dir) / RUN_FILE)
     return run

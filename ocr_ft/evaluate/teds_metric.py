@@ -19,7 +19,15 @@ Two modes:
 
 Costs in both modes (see :mod:`ocr_ft.evaluate.ted`): insert/delete 1, rename 1 between different
 (tag, colspan, rowspan), otherwise the normalised Levenshtein distance of the contents.  ``structure_only``
-(TEDS-S) empties every content.  An empty or table-less prediction scores 0.
+(TEDS-S) empties every content.
+
+Empty input, in both modes: an empty or table-less side scores 0.  A table with nothing below it
+(``<table></table>``: no element in pubtabnet mode, no row in nested mode) is an empty table; an empty
+table against a non-empty one scores 0 either way round, and two empty tables score 1 (identical trees,
+distance 0).  PubTabNet's published code divides by zero on two empty tables (``max(element count)`` is 0);
+this is the choice made for that case, and everywhere else pubtabnet mode's formula already gives these
+values.  In nested mode the table node itself is counted, so without the rule an empty prediction would
+get 1/n for matching the root of an n-node truth.
 """
 
 from __future__ import annotations
@@ -123,6 +131,8 @@ def _teds_pubtabnet(pred: str, gt: str, structure_flags: Sequence[bool]) -> list
     if pred_el is None or gt_el is None:
         return [0.0 for _ in structure_flags]
     n_nodes = max(len(pred_el.xpath(".//*")), len(gt_el.xpath(".//*")))
+    if n_nodes == 0:  # two empty tables: identical (the published metric divides by zero here)
+        return [1.0 for _ in structure_flags]
     cells: list = []
     tree_pred, tree_gt = _pubtabnet_tree(pred_el, cells), _pubtabnet_tree(gt_el, cells)
     _tokens_to_strings(cells)
@@ -156,6 +166,9 @@ def _nested_root(tables: list[Table], single: bool) -> TedNode:
 def _teds_nested(pred: str, gt: str, structure_flags: Sequence[bool]) -> list[float]:
     pred_tables, gt_tables = _parse_or_empty(pred), _parse_or_empty(gt)
     if not pred_tables or not gt_tables:
+        return [0.0 for _ in structure_flags]
+    pred_empty, gt_empty = (not any(t.rows for t in tables) for tables in (pred_tables, gt_tables))
+    if pred_empty != gt_empty:  # an empty table against a non-empty one: nothing to credit but the root
         return [0.0 for _ in structure_flags]
     single = len(pred_tables) == 1 and len(gt_tables) == 1
     tree_pred, tree_gt = _nested_root(pred_tables, single), _nested_root(gt_tables, single)
@@ -203,31 +216,72 @@ class _Timeout(Exception):
     pass
 
 
-def _on_alarm(signum, frame):
-    raise _Timeout()
+_ALARM_REPEAT_S = 0.05
+
+
+class _Alarm:
+    """A wall-clock limit on the main thread with SIGALRM.
+
+    The handler raises :class:`_Timeout` while the alarm is armed.  The timer repeats every
+    ``_ALARM_REPEAT_S`` until disarmed: Python discards an exception raised where it cannot propagate (a
+    weakref callback or ``__del__`` run by the garbage collector at that moment), so a single alarm can be
+    lost and the computation would run on to its end; the next one stops it.  Disarming is one attribute
+    store, after which a late or pending alarm is a no-op.  A timer that was already running (an outer
+    limit, e.g. pytest-timeout's) is given back what is left of it on exit.
+    """
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+        self.armed = False
+        self._previous_handler = None
+        self._previous_timer = (0.0, 0.0)
+        self._start = 0.0
+
+    def _handler(self, signum, frame):
+        if self.armed:
+            raise _Timeout()
+
+    def arm(self) -> None:
+        self._start = time.monotonic()
+        self._previous_handler = signal.signal(signal.SIGALRM, self._handler)
+        self.armed = True
+        self._previous_timer = signal.setitimer(signal.ITIMER_REAL, self.timeout_s, _ALARM_REPEAT_S)
+
+    def restore(self) -> None:
+        self.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._previous_handler)
+        delay, interval = self._previous_timer
+        if delay > 0:
+            left = delay - (time.monotonic() - self._start)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), interval)
 
 
 def _score_pair(args: tuple[str, str, str, float | None]) -> TedsResult:
     """Score one pair under a wall-clock limit (SIGALRM; only where this runs in a main thread)."""
     pred, gt, mode, timeout_s = args
     use_alarm = bool(timeout_s) and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    alarm = _Alarm(timeout_s) if use_alarm else None
     start = time.perf_counter()
-    previous = None
     try:
-        if use_alarm:
-            previous = signal.signal(signal.SIGALRM, _on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, timeout_s)
-        full, struct = teds_scores(pred, gt, mode)
+        if alarm:
+            alarm.arm()
+        try:
+            full, struct = teds_scores(pred, gt, mode)
+        finally:
+            if alarm:
+                alarm.armed = False  # an alarm from here on is ignored: the score stands
         return TedsResult(full, struct, seconds=time.perf_counter() - start)
     except _Timeout:
+        if alarm:
+            alarm.armed = False
         return TedsResult(None, None, timed_out=True, error=f"TEDS took longer than {timeout_s:g} s",
                           seconds=time.perf_counter() - start)
     except Exception as exc:  # a malformed pair must not sink the batch; it is reported per sample
         return TedsResult(None, None, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - start)
     finally:
-        if use_alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+        if alarm:
+            alarm.restore()
 
 
 def teds_batch(

@@ -38,11 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True, type=Path)
     k.add_argument("--seed", type=int, default=0)
 
-    m = sub.add_parser("merge", help="merge an adapter into a full model (checked against the adapter)")
+    m = sub.add_parser("merge", help="merge an adapter into a full model (compared with the adapter with --check)")
     m.add_argument("--base", required=True)
     m.add_argument("--adapter", required=True, type=Path)
     m.add_argument("--out", required=True, type=Path)
-    m.add_argument("--check", type=Path, help="JSONL of records whose outputs must match after merging")
+    m.add_argument("--check", type=Path, help="JSONL of records whose outputs must match after merging "
+                   "(without it no comparison is made)")
     m.add_argument("--data-dir", type=Path)
     m.add_argument("--check-n", type=int, default=4)
     m.add_argument("--config", type=Path)
@@ -112,9 +113,18 @@ def _cmd_merge(a: argparse.Namespace) -> int:
     from ocr_ft.train.modeling import merge_adapter
 
     config = load_config(a.config, **parse_set_overrides(a.overrides))
+    if a.check and a.check_n < 1:
+        raise ValueError(f"--check-n must be at least 1 (got {a.check_n})")
     records = read_jsonl(a.check)[: a.check_n] if a.check else []
     res = merge_adapter(a.base, a.adapter, a.out, check_records=records, data_dir=a.data_dir, config=config)
-    print(f"merged model written to {res.out_dir} ({res.checked} samples checked identical)")
+    if res.checked:
+        print(f"merged model written to {res.out_dir}; checked: its greedy outputs equal the adapter's on "
+              f"{res.checked} sample(s)")
+    else:
+        why = f"{a.check} holds no records" if a.check else "no --check was given"
+        print(f"merged model written to {res.out_dir}; NOT checked: the merged model was not compared with the "
+              f"adapter ({why}). To compare greedy outputs, re-run with --check RECORDS.jsonl --data-dir DIR "
+              f"[--check-n N]")
     return 0
 
 

@@ -143,3 +143,73 @@ def test_teds_command_names_bad_files(tmp_path, capsys):
     assert main(["teds", "--pred", bad, "--gt", gt]) == 2
     err = capsys.readouterr().err
     assert "bad.json" in err and "'a.png'" in err
+
+
+@pytest.mark.parametrize("mode", ["pubtabnet", "nested"])
+def test_teds_command_scores_empty_tables(tmp_path, capsys, mode):
+    gt = _write(tmp_path / "gt.json", {"same": {"html": "<table></table>"},
+                                       "empty_pred": {"html": "<table><tr><td>a</td></tr></table>"}})
+    pred = _write(tmp_path / "pred.json", {"same": {"html": "<table></table>"}, "empty_pred": "<table></table>"})
+    assert main(["teds", "--pred", pred, "--gt", gt, "--mode", mode, "--workers", "1"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"same": {"teds": 1.0, "teds_s": 1.0},
+                                        "empty_pred": {"teds": 0.0, "teds_s": 0.0}}
+    assert captured.err == ""
+
+
+def test_teds_command_reports_unscored_pairs_on_stderr_and_exit_code(tmp_path, capsys, monkeypatch):
+    import ocr_ft.evaluate.teds_metric as tm
+
+    real = tm._teds_nested
+
+    def failing(pred, gt, flags):
+        if "boom" in gt:
+            raise RuntimeError("metric exploded")
+        return real(pred, gt, flags)
+
+    monkeypatch.setattr(tm, "_teds_nested", failing)
+    cell = "<table><tr><td>{}</td></tr></table>"
+    gt = _write(tmp_path / "gt.json", {"ok": {"html": cell.format("a")}, "bad": {"html": cell.format("boom")}})
+    pred = _write(tmp_path / "pred.json", {"ok": cell.format("a"), "bad": cell.format("boom")})
+    assert main(["teds", "--pred", pred, "--gt", gt, "--workers", "1"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0]) == {"ok": {"teds": 1.0, "teds_s": 1.0}, "bad": {"teds": None, "teds_s": None}}
+    assert "bad: not scored: RuntimeError: metric exploded" in captured.err
+    assert "1 of 2 pair(s) not scored" in captured.err and "ok:" not in captured.err
+
+
+# ------------------------------------------------------------------------------------------ throughput
+def test_prediction_sessions_add_up_to_the_run_throughput(test_set, tmp_path):
+    from ocr_ft.evaluate.runner import SESSIONS_FILE, load_sessions, prediction_throughput_meta
+
+    samples = load_test_set(test_set["path"])
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        predict_resumable(samples, _Crashing(ok=3), test_set["data_dir"], out, save_every=2)
+    first = load_sessions(out)
+    assert [s["pages"] for s in first] == [3] and first[0]["wall_s"] > 0 and first[0]["predictor"] == "fake"
+    predict_resumable(samples, _Crashing(ok=99), test_set["data_dir"], out)
+    sessions = load_sessions(out)
+    assert [s["pages"] for s in sessions] == [3, 3]
+    meta = prediction_throughput_meta(out)
+    assert meta["prediction_pages"] == 6 and meta["prediction_sessions"] == 2
+    assert meta["prediction_wall_s"] == pytest.approx(sum(s["wall_s"] for s in sessions))
+    # A sessions file without its predictions is stale and ignored.
+    (out / PREDICTIONS_FILE).unlink()
+    assert (out / SESSIONS_FILE).is_file() and load_sessions(out) == []
+
+
+def test_evaluate_reports_throughput(fake_server, test_set, answer, tmp_path, capsys):
+    answer(fake_server, test_set)
+    out = tmp_path / "out"
+    assert _evaluate(test_set, out, fake_server.url, "--concurrency", "2") == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["pages_per_s"] > 0 and line["teds_unscored"] == 0
+    report = json.loads((out / "report.json").read_text())
+    meta = report["runs"]["base"]["meta"]
+    assert meta["prediction_pages"] == 6 and meta["concurrency"] == 2 and meta["batch_size"] is None
+    throughput = report["runs"]["base"]["summary"]["throughput"]
+    assert throughput["pages_per_s"] == pytest.approx(6 / meta["prediction_wall_s"])
+    assert "throughput, base:" in (out / "report.md").read_text(encoding="utf-8")

@@ -69,3 +69,24 @@ def test_evaluate_cli_with_local_model(tiny_model, test_set, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["run"] == "base" and summary["n"] == 2 and summary["prediction_errors"] == 0
     assert (out / "report.html").is_file()
+
+
+def test_latency_is_the_generate_call_a_page_waited_for_not_a_share_of_it(test_set, monkeypatch):
+    """Three pages generated in one 0.3 s call each waited 0.3 s: that is their latency (not 0.1 s)."""
+    import time
+
+    predictor = object.__new__(LocalModelPredictor)  # no model: generation is faked
+    predictor.batch_size, predictor.max_new_tokens, predictor.name = 3, MAX_NEW, "fake"
+    calls = []
+
+    def generate(images):
+        calls.append(len(images))
+        time.sleep(0.3)
+        return ["<table><tr><td>x</td></tr></table>"] * len(images)
+
+    monkeypatch.setattr(predictor, "_generate", generate)
+    paths = [test_set["data_dir"] / r["image_path"] for r in test_set["rows"][:4]]
+    preds = predictor.predict(paths)
+    assert calls == [3, 1] and all(p.error is None for p in preds)
+    assert all(0.3 <= p.latency_s < 3 for p in preds)
+    assert preds[0].latency_s == preds[1].latency_s == preds[2].latency_s

@@ -95,3 +95,55 @@ def test_run_roundtrip(samples, tmp_path):
     with pytest.raises(ValueError, match="not an evaluation run"):
         (tmp_path / "bad.json").write_text("[]")
         EvalRun.load(tmp_path / "bad.json")
+
+
+# ------------------------------------------------------------------------- unscored TEDS, throughput
+def _scored(key: str, teds: float | None, category: str = "plain"):
+    from ocr_ft.evaluate.results import SampleResult
+
+    return SampleResult(key=key, image_path=key, category=category, source="x", gt_html="", pred_html="",
+                        latency_s=0.1, teds=teds, teds_s=teds, teds_timed_out=teds is None,
+                        teds_error=None if teds is not None else "TEDS took longer than 60 s")
+
+
+def test_unscored_teds_counts_as_zero_so_a_timeout_cannot_hide_a_regression():
+    base = EvalRun("base", [_scored("a", 0.9), _scored("b", 0.9), _scored("c", 0.5)])
+    # Better on a and b, but its output for c ran away and TEDS timed out on it.
+    ft = EvalRun("finetuned", [_scored("a", 0.92), _scored("b", 0.92), _scored("c", None)])
+    overall = ft.summary()["overall"]
+    assert overall["teds"] == pytest.approx((0.92 + 0.92 + 0.0) / 3)
+    assert overall["teds_s"] == pytest.approx((0.92 + 0.92 + 0.0) / 3)
+    assert overall["teds_unscored"] == 1 and base.summary()["overall"]["teds_unscored"] == 0
+    result = compare(base, ft)
+    assert result["regression"] is True
+    assert result["metrics"]["teds_unscored"] == {"base": 0, "finetuned": 1, "delta": 1}
+    assert result["teds_by_category"]["plain"]["finetuned_unscored"] == 1
+    assert "unscored" in result["regressions"][0] and "fine-tuned 1" in result["regressions"][0]
+
+
+def test_report_shows_unscored_counts_and_throughput(tmp_path):
+    base = EvalRun("base", [_scored("a", 0.9), _scored("b", 0.8)],
+                   meta={"prediction_pages": 2, "prediction_wall_s": 4.0, "batch_size": 2})
+    ft = EvalRun("finetuned", [_scored("a", 0.95), _scored("b", None)],
+                 meta={"prediction_pages": 2, "prediction_wall_s": 1.0, "batch_size": 2})
+    report = build_report({"base": base, "finetuned": ft}, tmp_path)
+    assert report["runs"]["finetuned"]["summary"]["throughput"]["pages_per_s"] == 2.0
+    assert report["runs"]["base"]["summary"]["throughput"]["pages_per_s"] == 0.5
+    assert report["comparison"]["metrics"]["throughput_pages_per_s"]["delta"] == 1.5
+    assert report["worst"][0]["key"] == "b" and report["worst"][0]["teds_timed_out"] is True
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    head = next(line for line in md.splitlines() if line.startswith("| run |"))
+    assert "TEDS unscored" in head
+    ft_row = next(line for line in md.splitlines() if line.startswith("| finetuned | overall |"))
+    assert ft_row.split(" | ")[5] == "1"  # the TEDS unscored column
+    assert "| teds_unscored | 0 | 1 | 1 |" in md
+    assert "throughput, finetuned: 2.000 pages/s (2 pages in 1.0 s" in md and "counted as 0" in md
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "TEDS unscored" in page and "2.000 pages/s" in page and "unscored (timed out, counted as 0)" in page
+
+
+def test_throughput_not_recorded_is_said_not_invented(samples, tmp_path):
+    run = _run(samples, "x", lambda s: s.gt_html, 0.1)  # scored directly: no prediction sessions
+    assert run.summary()["throughput"]["pages_per_s"] is None
+    build_report({"x": run}, tmp_path)
+    assert "throughput, x: not recorded" in (tmp_path / "report.md").read_text(encoding="utf-8")

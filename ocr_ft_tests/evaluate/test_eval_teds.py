@@ -27,6 +27,18 @@ def table(*rows: str) -> str:
 
 # ---------------------------------------------------------------------------------------- hand-made
 @pytest.mark.parametrize("mode", ["nested", "pubtabnet"])
+def test_empty_tables(mode):
+    """Two tables with nothing below them are identical (1; the published metric divides by zero there);
+    an empty table against a non-empty one scores 0, either way round."""
+    full = table("<td>자산</td><td>1,000</td>")
+    assert teds_scores("<table></table>", "<table></table>", mode) == (1.0, 1.0)
+    assert teds_scores("<html><body><table></table></body></html>", "<table> </table>", mode) == (1.0, 1.0)
+    assert teds_scores("<table></table>", full, mode) == (0.0, 0.0)
+    assert teds_scores(full, "<table></table>", mode) == (0.0, 0.0)
+    assert teds_batch([("<table></table>", "<table></table>")], mode, workers=1)[0].error is None
+
+
+@pytest.mark.parametrize("mode", ["nested", "pubtabnet"])
 def test_identical_tables_score_one(mode):
     gt = table("<td>자산</td><td rowspan='2'>1,000</td>", "<td>부채</td>")
     assert teds_scores(gt, gt, mode) == (1.0, 1.0)
@@ -131,10 +143,69 @@ def _big(rows: int, cols: int, tweak: bool = False) -> str:
 
 
 def test_batch_in_process_marks_timeouts_instead_of_hanging():
-    pairs = [(table("<td>a</td>"), table("<td>a</td>")), (_big(20, 20, tweak=True), _big(21, 20))]
-    results = teds_batch(pairs, "nested", workers=1, timeout_s=0.05)
+    # The limit is wall-clock time on a shared machine: it must sit far above the small pair's time (well
+    # under 1 ms; a stall of the whole process must not push it over) and far below the big pair's (about
+    # 5 s of CPU for 1,000 cells), so that neither load nor a fast machine flips the outcome.  The test
+    # itself waits only for the limit.
+    pairs = [(table("<td>a</td>"), table("<td>a</td>")), (_big(50, 20, tweak=True), _big(51, 20))]
+    results = teds_batch(pairs, "nested", workers=1, timeout_s=0.5)
     assert results[0].teds == 1.0 and not results[0].timed_out
     assert results[1].timed_out and results[1].teds is None and "longer than" in results[1].error
+    assert 0.5 <= results[1].seconds < 5
+
+
+def test_a_timeout_lost_in_a_gc_callback_is_raised_again(monkeypatch):
+    """Python discards an exception raised in a weakref callback or ``__del__``; when the garbage collector
+    runs one just as the alarm fires, the timeout is lost.  The alarm repeats until disarmed."""
+    import time
+
+    import ocr_ft.evaluate.teds_metric as tm
+
+    def scoring(pred, gt, mode):
+        end = time.monotonic() + 3
+        try:
+            while time.monotonic() < end:
+                time.sleep(0.005)
+        except tm._Timeout:
+            pass  # lost, as in a weakref callback
+        while time.monotonic() < end:  # the computation goes on
+            time.sleep(0.005)
+        return 1.0, 1.0
+
+    monkeypatch.setattr(tm, "teds_scores", scoring)
+    result = teds_batch([("<table></table>", "<table></table>")], "nested", workers=1, timeout_s=0.1)[0]
+    assert result.timed_out and result.teds is None and result.seconds < 1.5
+
+
+def test_a_late_alarm_does_not_escape_and_an_outer_timer_is_given_back(monkeypatch):
+    """An alarm handled after the score is computed (pending as the timer is disarmed) is ignored instead of
+    escaping from the cleanup and sinking the batch; a timer that was running before is re-armed."""
+    import signal
+
+    import ocr_ft.evaluate.teds_metric as tm
+
+    real = signal.setitimer
+    late = []
+
+    def setitimer(which, seconds, *rest):
+        if seconds == 0 and not late:  # disarming: the alarm that fired just before is handled now
+            late.append(True)
+            signal.getsignal(signal.SIGALRM)(signal.SIGALRM, None)
+        return real(which, seconds, *rest)
+
+    outer_calls = []
+    outer = signal.signal(signal.SIGALRM, lambda *a: outer_calls.append(a))
+    real(signal.ITIMER_REAL, 100.0)
+    try:
+        monkeypatch.setattr(tm.signal, "setitimer", setitimer)
+        results = teds_batch([(table("<td>a</td>"), table("<td>a</td>"))] * 2, "nested", workers=1, timeout_s=30)
+        left = signal.getitimer(signal.ITIMER_REAL)[0]
+        handler = signal.getsignal(signal.SIGALRM)
+    finally:
+        real(signal.ITIMER_REAL, 0)
+        restored = signal.signal(signal.SIGALRM, outer)
+    assert late and [(r.teds, r.timed_out) for r in results] == [(1.0, False), (1.0, False)]
+    assert 90 < left <= 100 and handler is restored and not outer_calls
 
 
 def test_batch_in_worker_processes_matches_single_calls():

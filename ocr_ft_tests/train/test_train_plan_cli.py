@@ -106,3 +106,32 @@ def test_package_exports_are_lazy_functions():
     assert t.plan.__module__ == "ocr_ft.train.budget"
     with pytest.raises(AttributeError):
         t.no_such_name  # noqa: B018
+
+
+def test_cli_merge_says_whether_the_merged_model_was_compared(tmp_path, table_data, monkeypatch, capsys):
+    import ocr_ft.train.modeling as modeling
+
+    seen = []
+
+    def fake_merge(base, adapter, out, check_records=(), data_dir=None, config=None):
+        seen.append(list(check_records))
+        return modeling.MergeResult(out, len(check_records), ["<table></table>"] * len(check_records))
+
+    monkeypatch.setattr(modeling, "merge_adapter", fake_merge)
+    args = ["merge", "--base", str(tmp_path / "base"), "--adapter", str(tmp_path / "a"), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "NOT checked" in out and "not compared" in out and "--check RECORDS.jsonl --data-dir DIR" in out
+    assert "identical" not in out and "0 samples" not in out
+
+    atomic_write_jsonl(tmp_path / "check.jsonl", table_data["val"])
+    check = ["--check", str(tmp_path / "check.jsonl"), "--data-dir", str(table_data["data_dir"])]
+    assert main([*args, *check, "--check-n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "equal the adapter's on 2 sample(s)" in out and "NOT" not in out and len(seen[-1]) == 2
+
+    atomic_write_jsonl(tmp_path / "empty.jsonl", [])
+    assert main([*args, "--check", str(tmp_path / "empty.jsonl")]) == 0
+    assert "NOT checked" in capsys.readouterr().out
+    assert main([*args, *check, "--check-n", "0"]) == 2
+    assert "--check-n" in capsys.readouterr().err
