@@ -45,8 +45,9 @@ from typing import Iterable, Sequence
 import lxml.etree
 import lxml.html
 
-from ocr_ft.tables import Table, TableParseError, parse_tables
+from ocr_ft.tables import Table
 
+from .metrics import safe_tables
 from .ted import TedNode, tree_edit_distances
 
 MODES = ("nested", "pubtabnet")
@@ -149,22 +150,13 @@ def _nested_tree(table: Table) -> TedNode:
     return TedNode("table", children=rows)
 
 
-def _parse_or_empty(html: str) -> list[Table]:
-    if not html or not html.strip():
-        return []
-    try:
-        return parse_tables(html)
-    except TableParseError:
-        return []
-
-
 def _nested_root(tables: list[Table], single: bool) -> TedNode:
     trees = [_nested_tree(t) for t in tables]
     return trees[0] if single else TedNode("tables", children=trees)
 
 
 def _teds_nested(pred: str, gt: str, structure_flags: Sequence[bool]) -> list[float]:
-    pred_tables, gt_tables = _parse_or_empty(pred), _parse_or_empty(gt)
+    pred_tables, gt_tables = safe_tables(pred), safe_tables(gt)
     if not pred_tables or not gt_tables:
         return [0.0 for _ in structure_flags]
     pred_empty, gt_empty = (not any(t.rows for t in tables) for tables in (pred_tables, gt_tables))
