@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-shard", type=int, default=24, help="tables per synthetic/shilu shard (default 24)")
     ap.add_argument("--shilu-shards", type=int, default=1, help="synthetic_shilu shards to build (default 1)")
     ap.add_argument("--augment-copies", type=int, default=1, help="augmented copies of each existing pair")
-    ap.add_argument("--epochs", type=int, default=3, help="LoRA epochs on the tiny model (default 3)")
+    ap.add_argument("--epochs", type=int, default=30, help="LoRA epochs on the tiny model (default 30: a few minutes)")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate (default: ocr_ft/train/tiny.yaml's)")
     ap.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test samples only")
     ap.add_argument("--max-new-tokens", type=int, default=1024, help="generation budget per table in the evaluation")
     ap.add_argument("--home", default=os.environ.get("DAGSTER_HOME", ".dagster_home"), help="DAGSTER_HOME")
@@ -60,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.shilu_shards):
         steps.append((f"synthetic_shilu shard-{i:03d}", ["synthetic_shilu", "synthetic_shilu_validated"], f"shard-{i:03d}",
                       {"synthetic_shilu": {"config": {"per_shard": args.per_shard}}}))
+    overrides = {"num_epochs": args.epochs, **({"learning_rate": args.lr} if args.lr else {})}
     steps.append(("dataset, splits, export, tiny model, LoRA, evaluation",
                   ["dataset", "splits", "llamafactory_export", "tiny_base_model", "lora_checkpoint", "evaluation_report"],
-                  None, {"lora_checkpoint": {"config": {"overrides": {"num_epochs": args.epochs}, "log_every_s": 5}},
+                  None, {"lora_checkpoint": {"config": {"overrides": overrides, "log_every_s": 5}},
                          "evaluation_report": {"config": {"limit": args.eval_limit, "split": "test",
                                                           "max_new_tokens": args.max_new_tokens}}}))
     started = time.perf_counter()
