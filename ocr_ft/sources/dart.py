@@ -38,7 +38,7 @@ from ..dataset.records import Reject, SourceResult
 from ..storage import atomic_write_bytes
 from .dart_xml import DartXmlError, extract_tables
 from .scraped_common import PendingTable, reject_reasons, render_pending
-from .http import HttpClient, HttpError, Response, RetryableResponse, RetryPolicy, register_secret
+from .http import ApiError, HttpClient, HttpError, Response, RetryableResponse, RetryPolicy, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,13 @@ STATUS_RATE_LIMIT = "020"
 RETRYABLE_STATUSES = {STATUS_RATE_LIMIT, "800"}  # 800: service paused for maintenance
 
 
-class DartError(RuntimeError):
-    """OpenDART answered with an error status (``status``, ``message``), or a document is unusable."""
+class DartError(ApiError):
+    """OpenDART answered with an error status (``status``, ``api_message``), or a document is unusable."""
 
-    def __init__(self, message: str, status: str = "", api_message: str = ""):
-        super().__init__(message)
-        self.status = status
-        self.api_message = api_message
+    @property
+    def status(self) -> str:
+        """OpenDART's status code (``code`` under its own name)."""
+        return self.code
 
 
 class DartAuthError(DartError):

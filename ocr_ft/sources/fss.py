@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 from ..dataset.records import Reject, SourceResult
 from ..tables import TableParseError, normalize_html
 from .scraped_common import PendingTable, measure_label, reject_reasons, render_pending, size_refusal
-from .http import HttpClient, Response, RetryableResponse, RetryPolicy, register_secret
+from .http import ApiError, HttpClient, Response, RetryableResponse, RetryPolicy, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,8 @@ RETRYABLE_CODES = {"900"}
 MAX_QUARTERS = 40  # FISIS refuses a window longer than 40 quarters
 
 
-class FssError(RuntimeError):
+class FssError(ApiError):
     """FISIS answered with an error code (``code``, ``api_message``)."""
-
-    def __init__(self, message: str, code: str = "", api_message: str = ""):
-        super().__init__(message)
-        self.code = code
-        self.api_message = api_message
 
 
 class FssAuthError(FssError):

@@ -110,6 +110,16 @@ class HttpError(RuntimeError):
         self.attempts = attempts
 
 
+class ApiError(RuntimeError):
+    """A remote API answered with an error of its own: ``code`` (its status or error code) and
+    ``api_message`` (the message it sent). The message never contains the API key."""
+
+    def __init__(self, message: str, code: str = "", api_message: str = ""):
+        super().__init__(message)
+        self.code = code
+        self.api_message = api_message
+
+
 class RetryableResponse(Exception):
     """Raised by a response ``check`` when the response is a transient failure worth another attempt."""
 

@@ -40,7 +40,7 @@ from lxml.html import HtmlElement
 from ..dataset.records import Reject, SourceResult
 from ..tables import TableParseError, normalize_html
 from .scraped_common import PendingTable, measure_label, reject_reasons, render_pending, size_refusal
-from .http import DEFAULT_USER_AGENT, HttpClient, Response, RetryableResponse, RetryPolicy
+from .http import DEFAULT_USER_AGENT, ApiError, HttpClient, Response, RetryableResponse, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,13 @@ _KEEP_ATTRS = {"rowspan", "colspan"}
 _HIDDEN = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 
 
-class WikiError(RuntimeError):
+class WikiError(ApiError):
     """The MediaWiki API answered with an error (``code``, ``info``)."""
 
-    def __init__(self, message: str, code: str = "", info: str = ""):
-        super().__init__(message)
-        self.code = code
-        self.info = info
+    @property
+    def info(self) -> str:
+        """MediaWiki's error text (``api_message`` under its own name)."""
+        return self.api_message
 
 
 class WikiPageMissing(WikiError):
