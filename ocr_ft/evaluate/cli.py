@@ -1,6 +1,6 @@
 """``ocr-ft evaluate`` and ``ocr-ft teds``.
 
-``ocr-ft evaluate --test-set TEST.jsonl (--endpoint URL | --model DIR [--adapter DIR]) --data-dir DIR --out DIR``
+``ocr-ft evaluate --test-set TEST.jsonl (--endpoint URL | --model DIR [--adapter DIR]) [--data-dir DIR] --out DIR``
     Predict every test image (resumably: predictions are saved to OUT every ``--save-every`` samples and a
     re-run skips those already done), score them and write ``eval_run.json`` and the report into OUT.
     ``--compare-with OTHER_OUT`` adds an earlier run (e.g. the base model's) to the report as the baseline.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     src.add_argument("--endpoint", help="OpenAI-compatible server URL (key from $OCR_FT_ENDPOINT_API_KEY)")
     src.add_argument("--model", help="local GLM-OCR model directory (or hub id available offline)")
     ap.add_argument("--adapter", help="LoRA adapter directory (or a training run directory) for --model")
-    ap.add_argument("--data-dir", required=True, help="directory the test set's image paths are relative to")
+    ap.add_argument("--data-dir", default=os.environ.get("OCR_FT_DATA_DIR", "data"),
+                    help="directory the test set's image paths are relative to (default: $OCR_FT_DATA_DIR or ./data)")
     ap.add_argument("--out", required=True, help="output directory (predictions, eval_run.json, report)")
     ap.add_argument("--save-every", type=int, default=10, help="save predictions every N samples (default 10)")
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")

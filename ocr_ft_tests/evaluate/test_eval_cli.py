@@ -213,3 +213,12 @@ def test_evaluate_reports_throughput(fake_server, test_set, answer, tmp_path, ca
     throughput = report["runs"]["base"]["summary"]["throughput"]
     assert throughput["pages_per_s"] == pytest.approx(6 / meta["prediction_wall_s"])
     assert "throughput, base:" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_data_dir_defaults_to_the_project_data_directory(monkeypatch, tmp_path):
+    """`--data-dir` may be left out, as in `ocr-ft evaluate --test-set T --model M --out O`."""
+    from ocr_ft.evaluate.cli import _evaluate_parser
+
+    monkeypatch.setenv("OCR_FT_DATA_DIR", str(tmp_path))
+    args = _evaluate_parser().parse_args(["--test-set", "t.jsonl", "--endpoint", "http://x", "--out", "o"])
+    assert args.data_dir == str(tmp_path)
