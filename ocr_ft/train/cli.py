@@ -20,7 +20,10 @@ from ocr_ft.train.config import ConfigError, load_config, parse_set_overrides
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ocr-ft train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="ocr-ft train", description=__doc__.split("\n\n")[0],
+        epilog="`train` is the default subcommand: `ocr-ft train --train T.jsonl --data-dir D --dry-run` plans a "
+               "run (steps, budget, samples left out); `ocr-ft train train --help` lists its options.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a LoRA adapter (or --dry-run to only plan)")
