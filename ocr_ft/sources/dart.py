@@ -38,7 +38,9 @@ from ..dataset.records import Reject, SourceResult
 from ..storage import atomic_write_bytes
 from .dart_xml import DartXmlError, extract_tables
 from .scraped_common import PendingTable, reject_reasons, render_pending
-from .http import ApiError, HttpClient, HttpError, Response, RetryableResponse, RetryPolicy, register_secret
+from .http import (
+    ApiError, HttpClient, HttpError, Response, RetryableResponse, RetryPolicy, api_key_or_fail, json_or_retry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -237,10 +239,7 @@ class DartClient:
         min_interval: float = 0.1,
         http: HttpClient | None = None,
     ):
-        if not api_key or not api_key.strip():
-            raise DartAuthError(f"no OpenDART API key: set the {API_KEY_ENV} environment variable")
-        self._key = api_key.strip()
-        register_secret(self._key)
+        self._key = api_key_or_fail(api_key, DartAuthError, "OpenDART", API_KEY_ENV)
         self.base_url = base_url.rstrip("/")
         self.http = http or HttpClient(
             cache_dir=cache_dir,
@@ -258,10 +257,7 @@ class DartClient:
     # ---- list.json -------------------------------------------------------------------------------
 
     def _check_json(self, resp: Response) -> None:
-        try:
-            obj = resp.json()
-        except (ValueError, UnicodeDecodeError):
-            raise RetryableResponse(f"answer is not JSON ({resp.content[:60]!r})", code="bad_json") from None
+        obj = json_or_retry(resp)
         status = str(obj.get("status", "")) if isinstance(obj, dict) else ""
         if status in ("000", STATUS_NO_DATA):
             return

@@ -35,7 +35,9 @@ from typing import Any, Callable, Iterable, Sequence
 from ..dataset.records import Reject, SourceResult
 from ..tables import TableParseError, normalize_html
 from .scraped_common import PendingTable, measure_label, reject_reasons, render_pending, size_refusal
-from .http import ApiError, HttpClient, Response, RetryableResponse, RetryPolicy, register_secret
+from .http import (
+    ApiError, HttpClient, Response, RetryableResponse, RetryPolicy, api_key_or_fail, json_or_retry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +130,7 @@ class FssClient:
         min_interval: float = 0.1,
         http: HttpClient | None = None,
     ):
-        if not api_key or not api_key.strip():
-            raise FssAuthError(f"no FISIS API key: set the {API_KEY_ENV} environment variable")
-        self._key = api_key.strip()
-        register_secret(self._key)
+        self._key = api_key_or_fail(api_key, FssAuthError, "FISIS", API_KEY_ENV)
         self.base_url = base_url.rstrip("/")
         self.lang = lang
         self.http = http or HttpClient(
@@ -149,10 +148,7 @@ class FssClient:
 
     @staticmethod
     def _check(resp: Response) -> None:
-        try:
-            obj = resp.json()
-        except (ValueError, UnicodeDecodeError):
-            raise RetryableResponse(f"answer is not JSON ({resp.content[:60]!r})", code="bad_json") from None
+        obj = json_or_retry(resp)
         res = _result(obj)
         code = str(res.get("err_cd", "")).strip()
         if code == "000":

@@ -110,6 +110,24 @@ class HttpError(RuntimeError):
         self.attempts = attempts
 
 
+def json_or_retry(resp: "Response") -> Any:
+    """The JSON body of ``resp``. A body that is not JSON (a gateway's HTML error page, a cut-off answer) is a
+    transient failure worth another attempt: :class:`RetryableResponse` with code ``bad_json``."""
+    try:
+        return resp.json()
+    except (ValueError, UnicodeDecodeError):
+        raise RetryableResponse(f"answer is not JSON ({resp.content[:60]!r})", code="bad_json") from None
+
+
+def api_key_or_fail(api_key: str | None, error: type[Exception], service: str, env_var: str) -> str:
+    """``api_key`` stripped and registered for redaction; ``error`` naming ``env_var`` when it is empty."""
+    if not api_key or not api_key.strip():
+        raise error(f"no {service} API key: set the {env_var} environment variable")
+    key = api_key.strip()
+    register_secret(key)
+    return key
+
+
 class ApiError(RuntimeError):
     """A remote API answered with an error of its own: ``code`` (its status or error code) and
     ``api_message`` (the message it sent). The message never contains the API key."""

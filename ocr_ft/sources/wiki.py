@@ -40,7 +40,9 @@ from lxml.html import HtmlElement
 from ..dataset.records import Reject, SourceResult
 from ..tables import TableParseError, normalize_html
 from .scraped_common import PendingTable, measure_label, reject_reasons, render_pending, size_refusal
-from .http import DEFAULT_USER_AGENT, ApiError, HttpClient, Response, RetryableResponse, RetryPolicy
+from .http import (
+    DEFAULT_USER_AGENT, ApiError, HttpClient, Response, RetryableResponse, RetryPolicy, json_or_retry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +139,7 @@ class WikiClient:
 
     @staticmethod
     def _check(resp: Response) -> None:
-        try:
-            obj = resp.json()
-        except (ValueError, UnicodeDecodeError):
-            raise RetryableResponse(f"answer is not JSON ({resp.content[:60]!r})", code="bad_json") from None
+        obj = json_or_retry(resp)
         err = obj.get("error") if isinstance(obj, dict) else None
         if not err:
             return
