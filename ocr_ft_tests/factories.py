@@ -60,3 +60,18 @@ def write_pair(folder: Path, stem: str, seed: int, html: str | None = None, layo
     lab_dir.mkdir(parents=True, exist_ok=True)
     (img_dir / f"{stem}.png").write_bytes(make_png(seed))
     (lab_dir / f"{stem}.html").write_text(html if html is not None else table_html(seed), encoding="utf-8")
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_EXTERNAL = REPO_ROOT.parent / "shared" / "external"
+
+
+def shared_external(*parts: str) -> Path:
+    """A file of the real material in ../shared/external (never copied into the package).
+
+    CI lays shared/ beside the clone; a missing file fails the test that needs it, naming the path,
+    rather than skipping it, so real-input tests cannot silently stop running."""
+    path = SHARED_EXTERNAL.joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(f"real test material missing: {path} (shared/ must sit beside the checkout)")
+    return path
