@@ -10,7 +10,12 @@ CER / WER
     characters (spaces included) and in whitespace-separated words.  An empty reference counts every
     predicted character (word) as an insertion over a length of 0; corpus rates sum edits and lengths.
 
-Table F1 (a simple GriTS-style grid F1, documented here because it is this project's own variant)
+Table F1
+    :func:`table_f1` is GriTS as published (:mod:`ocr_ft.evaluate.grits`): GriTS-Con (``content_*``) and
+    GriTS-Top (``topology_*``) of the top-level tables' grids stacked vertically, each slot's text the full
+    text of its cell (nested tables' text included).
+
+Alignment grid F1 (:func:`alignment_grid_f1`, this project's older variant, kept under its own name)
     Every top-level table is laid on its grid (:func:`ocr_ft.tables.build_grid`, spans honoured) and the
     grids are stacked vertically.  Each slot carries
       * content: the full text of the cell covering it (nested tables' text included);
@@ -187,7 +192,22 @@ def _grid_score(pred: list[list], gt: list[list], as_strings, slot_sim) -> GridS
 
 
 def table_f1(pred_html: str | None, gt_html: str | None) -> dict[str, GridScore]:
-    """Grid precision / recall / F1 for ``content`` and ``topology`` (see the module docstring)."""
+    """GriTS-Con (``content``) and GriTS-Top (``topology``) precision / recall / F1 of the prediction."""
+    from .grits import grids_from_tables, grits_con, grits_top
+
+    text_of = lambda cell: " ".join(_cell_full_text(cell))  # noqa: E731
+    pred_text, pred_spans = grids_from_tables(safe_tables(pred_html), text_of)
+    gt_text, gt_spans = grids_from_tables(safe_tables(gt_html), text_of)
+    out = {}
+    for name, score in (("content", grits_con(gt_text, pred_text)), ("topology", grits_top(gt_spans, pred_spans))):
+        if not pred_text:  # no predicted table: nothing right (the published convention would say precision 1)
+            score = GridScore(0.0, 0.0, 0.0)
+        out[name] = GridScore(score.precision, score.recall, score.f1)
+    return out
+
+
+def alignment_grid_f1(pred_html: str | None, gt_html: str | None) -> dict[str, GridScore]:
+    """The older alignment grid precision / recall / F1 (see the module docstring); not GriTS."""
     pred_content, pred_topo = _grid_slots(safe_tables(pred_html))
     gt_content, gt_topo = _grid_slots(safe_tables(gt_html))
     joined = lambda rows: ["\x1f".join(r) for r in rows]  # noqa: E731

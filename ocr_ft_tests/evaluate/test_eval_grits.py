@@ -1,0 +1,47 @@
+"""GriTS-Con / GriTS-Top against scores produced by the published implementation (provenance in the JSON)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ocr_ft.evaluate.grits import box_overlap, grits_con, grits_top, lcs_similarity
+from ocr_ft.evaluate.metrics import sample_metrics, table_f1
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "grits_reference.json").read_text(encoding="utf-8"))
+
+
+def test_reference_file_covers_enough_pairs():
+    assert len(REFERENCE["pairs"]) >= 30
+    assert "16d124f616109746b7785f03085100f1f6247575" in REFERENCE["provenance"]
+
+
+@pytest.mark.parametrize("pair", REFERENCE["pairs"], ids=[p["name"] for p in REFERENCE["pairs"]])
+def test_grits_matches_reference_implementation(pair):
+    con = grits_con(pair["true_text"], pair["pred_text"])
+    top = grits_top([[tuple(b) for b in r] for r in pair["true_spans"]],
+                    [[tuple(b) for b in r] for r in pair["pred_spans"]])
+    for ours, ref in ((con, pair["grits_con"]), (top, pair["grits_top"])):
+        assert ours.f1 == pytest.approx(ref["f1"], abs=1e-6)
+        assert ours.precision == pytest.approx(ref["precision"], abs=1e-6)
+        assert ours.recall == pytest.approx(ref["recall"], abs=1e-6)
+
+
+def test_slot_similarities():
+    assert lcs_similarity("", "") == 1.0
+    assert lcs_similarity("abcd", "abxd") == pytest.approx(0.75)
+    assert box_overlap((0, 0, 1, 1), (0, 0, 1, 1)) == 1.0
+    assert box_overlap((0, 0, 2, 1), (0, 0, 1, 1)) == 0.5
+    assert box_overlap((0, 0, 0, 0), (0, 0, 1, 1)) == 0.0
+
+
+def test_table_f1_is_grits_on_html():
+    gt = "<table><tr><td colspan=2>합계</td></tr><tr><td>1</td><td>2</td></tr></table>"
+    split = "<table><tr><td>합계</td><td></td></tr><tr><td>1</td><td>2</td></tr></table>"
+    assert table_f1(gt, gt)["topology"].f1 == 1.0
+    scores = table_f1(split, gt)
+    assert 0 < scores["topology"].f1 < 1
+    assert 0 < scores["content"].f1 < 1
+    m = sample_metrics(split, gt)
+    assert m["topology_f1"] == pytest.approx(scores["topology"].f1)
+    assert table_f1("", gt)["content"].f1 == 0.0
