@@ -25,6 +25,10 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "MAX_DECODE_PIXELS",
+    "ImageTooLarge",
+    "image_header",
+    "to_8bit_png",
     "PreprocessOptions",
     "AugmentOptions",
     "decode_image",
@@ -42,18 +46,73 @@ __all__ = [
 ]
 
 WHITE = (255, 255, 255)
+MAX_DECODE_PIXELS = 40_000_000  # as validation's max_image_pixels: nothing larger is ever decoded here
+
+
+class ImageTooLarge(ValueError):
+    """The image's header announces more pixels than allowed; nothing was decoded."""
+
+    reason = "image_size"
+
+
+def image_header(data: bytes) -> tuple[int, int, str]:
+    """``(width, height, mode)`` read from the header only (PIL's lazy open: no pixel is decoded).
+    Raises ``ValueError`` when the bytes are not an image PIL knows."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size[0], im.size[1], im.mode
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"not a readable image header: {exc}") from exc
+    except Image.DecompressionBombError as exc:  # only when MAX_IMAGE_PIXELS is set globally
+        raise ImageTooLarge(str(exc)) from exc
+
+
+def check_pixels(data: bytes, max_pixels: int = MAX_DECODE_PIXELS) -> tuple[int, int]:
+    """Refuse (:class:`ImageTooLarge`) an image whose header announces over ``max_pixels``, before decoding."""
+    width, height, _ = image_header(data)
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{width}x{height} image exceeds {max_pixels} pixels; refused before decoding")
+    return width, height
+
+
+def to_8bit_png(data: bytes, max_pixels: int = MAX_DECODE_PIXELS) -> bytes | None:
+    """PNG bytes of a 16-bit (or 32-bit integer/float) image scaled to 8 bits per channel, or ``None`` when the
+    image already has 8 bits per channel. A 16-bit image handed to PIL's ``convert("RGB")`` clips to white."""
+    _, _, mode = image_header(data)
+    if mode not in ("I;16", "I;16B", "I;16L", "I", "F") and not _is_16bit_png(data):
+        return None
+    check_pixels(data, max_pixels)
+    return encode_png(decode_image(data))
+
+
+def _is_16bit_png(data: bytes) -> bool:
+    # IHDR bit depth (byte 24) of a PNG: 16 for 16-bit RGB(A) that PIL may report as mode "RGB"
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 24 and data[24] == 16
 
 
 # ----------------------------------------------------------------------------- codecs
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode PNG/JPEG/... bytes to a BGR array (alpha composited on white). Raises ``ValueError``."""
+def decode_image(data: bytes, max_pixels: int = MAX_DECODE_PIXELS) -> np.ndarray:
+    """Decode PNG/JPEG/... bytes to a BGR array (alpha composited on white). Raises ``ValueError``; an image
+    whose header announces over ``max_pixels`` raises :class:`ImageTooLarge` before anything is decoded."""
+    try:
+        check_pixels(data, max_pixels)
+    except ImageTooLarge:
+        raise
+    except ValueError:
+        pass  # a format PIL cannot read: OpenCV may (its own limit applies), or fails below
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise ValueError("image bytes could not be decoded")
-    if arr.dtype != np.uint8:  # 16-bit PNG
-        arr = (arr / 257).astype(np.uint8)
+    if arr.dtype == np.uint16:  # 16-bit PNG: scale 0..65535 to 0..255 (integer, no float copy)
+        arr = (arr >> 8).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        arr = cv2.normalize(arr, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if arr.ndim == 2:
         return cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
     if arr.shape[2] == 4:
@@ -299,8 +358,7 @@ def augment(img: np.ndarray, seed: int, options: AugmentOptions = AugmentOptions
         ops["blur_sigma"] = sigma
     if rng.random() < options.noise_prob:
         sigma = round(rng.uniform(*options.noise_sigma), 3)
-        noise = nrng.normal(0.0, sigma, out.shape)
-        out = np.clip(out.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+        out = _add_noise(out, sigma, nrng)
         ops["noise_sigma"] = sigma
     # a copy with no degradation at all would be a duplicate: then the JPEG re-encode applies (if enabled)
     if rng.random() < options.jpeg_prob or (not ops and options.jpeg_prob > 0):
@@ -311,6 +369,18 @@ def augment(img: np.ndarray, seed: int, options: AugmentOptions = AugmentOptions
         out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
         ops["jpeg_quality"] = quality
     return out, ops
+
+
+def _add_noise(img: np.ndarray, sigma: float, nrng: np.random.Generator, block_rows: int = 256) -> np.ndarray:
+    """Gaussian noise added in blocks of rows, in float32: memory stays a few MB over the image itself
+    (no float64 copy of the whole image)."""
+    out = np.empty_like(img)
+    for r0 in range(0, img.shape[0], block_rows):
+        block = img[r0 : r0 + block_rows].astype(np.float32)
+        block += nrng.standard_normal(block.shape, dtype=np.float32) * np.float32(sigma)
+        np.clip(block, 0, 255, out=block)
+        out[r0 : r0 + block_rows] = block
+    return out
 
 
 def augment_bytes(data: bytes, seed: int, options: AugmentOptions = AugmentOptions()) -> tuple[bytes, dict]:

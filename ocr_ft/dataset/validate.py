@@ -11,7 +11,11 @@ Checks, in order, each failure a reject with its reason code:
 ``image_size``      the image is smaller than ``min_side`` or larger than ``max_image_pixels``
 ``no_table``        the label holds no ``<table>``
 ``grid_invalid``    the label's grid is inconsistent even after repair (span overlaps…)
-``over_budget``     estimated image + label tokens exceed ``max_seq_len``
+``label_truncated`` the HTML parser would silently drop part of the label (element depth over 255)
+``table_too_large`` a table's grid would cover more than ``max_grid_slots`` slots (refused before building)
+``over_budget``     estimated image + label tokens exceed ``max_seq_len`` (the label alone is checked before
+                    it is parsed)
+``validate_error``  any other exception while validating the pair: its type and message, naming the pair
 ==================  ==========================================================================
 
 Labels are repaired (see :func:`ocr_ft.tables.repair_html`) and stored in the normalised label form; the
@@ -31,7 +35,7 @@ import imagehash
 from PIL import Image
 
 from ..storage import sha256_bytes, sha256_text
-from ..tables import TableParseError, parse_tables, repair_html, validate_tables
+from ..tables import MAX_GRID_SLOTS, TableParseError, TableTooLarge, check_table_size, parse_tables, repair_html, validate_tables
 from .records import RawPair, Record, Reject
 
 Image.MAX_IMAGE_PIXELS = None  # size is checked explicitly below, with a clear reason
@@ -48,6 +52,7 @@ class ValidationLimits:
     max_pixels: int = 1_605_632  # pixel cap the model sees (train and inference): image tokens follow from it
     patch_factor: int = 28  # patch 14 x spatial merge 2: one image token per 28x28 pixels
     prompt_tokens: int = 16
+    max_grid_slots: int = MAX_GRID_SLOTS
 
 
 def estimate_image_tokens(width: int, height: int, max_pixels: int, factor: int = 28) -> int:
@@ -82,8 +87,15 @@ def image_phash(img: Image.Image) -> str:
 
 
 def validate_pair(pair: RawPair, data_dir: str, limits: ValidationLimits = ValidationLimits()) -> Record | Reject:
-    """Validate one pair; never raises for bad input."""
+    """Validate one pair; never raises: any unexpected exception becomes a ``validate_error`` reject."""
+    try:
+        return _validate_pair(pair, data_dir, limits)
+    except Exception as exc:  # one bad item never stops the others
+        return Reject(pair.source, pair.original_filename, "validate", "validate_error",
+                      f"{pair.original_filename}: {type(exc).__name__}: {str(exc)[:300]}", pair.image_path)
 
+
+def _validate_pair(pair: RawPair, data_dir: str, limits: ValidationLimits) -> Record | Reject:
     def reject(reason: str, detail: str) -> Reject:
         return Reject(pair.source, pair.original_filename, "validate", reason, detail, pair.image_path)
 
@@ -95,6 +107,11 @@ def validate_pair(pair: RawPair, data_dir: str, limits: ValidationLimits = Valid
         return reject("image_missing", "pair has no image")
     path = pair.image_path if os.path.isabs(pair.image_path) else os.path.join(data_dir, pair.image_path)
     where = f"image of {pair.original_filename} ({path})"
+    # bound the work before doing it: a label too long for the budget on its own is refused unparsed
+    label_tokens = estimate_label_tokens(pair.html) if isinstance(pair.html, str) else len(pair.html) // 3
+    if label_tokens + limits.prompt_tokens > limits.max_seq_len:
+        return reject("over_budget", f"label of {pair.original_filename} alone is about {label_tokens} tokens "
+                                     f"> max_seq_len {limits.max_seq_len} (refused before parsing)")
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -116,8 +133,12 @@ def validate_pair(pair: RawPair, data_dir: str, limits: ValidationLimits = Valid
     try:
         fixed = repair_html(pair.html)
         tables = parse_tables(fixed.html) if fixed.html else []
+        for t in tables:
+            check_table_size(t, limits.max_grid_slots)
     except TableParseError as exc:
-        return reject("no_table", str(exc))
+        return reject(exc.reason, f"label of {pair.original_filename}: {exc}")
+    except TableTooLarge as exc:
+        return reject(exc.reason, f"label of {pair.original_filename}: {exc}")
     if not tables:
         return reject("no_table", "label holds no <table>")
     report = validate_tables(tables)

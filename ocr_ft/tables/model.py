@@ -16,16 +16,73 @@ import lxml.html
 
 _WS = re.compile(r"\s+")
 _CELL_TAGS = ("td", "th")
-_MAX_SPAN = 1000  # a span larger than this is treated as a typo, not a 1000-row table
+MAX_SPAN = 1000  # a span larger than this is refused: a typo or hostile input, not a 1000-row table
+MAX_SPAN_DIGITS = 6  # a span's digit string longer than this is refused without converting it (int-string limit)
+MAX_GRID_SLOTS = 200_000  # rows x columns a table's grid may cover; checked before the grid is built
+MAX_ELEMENT_DEPTH = 255  # lxml's default parser silently stops at depth 256; deeper labels are refused
+_NON_CONTENT_TAGS = ("script", "style", "noscript", "template")
+_HUGE_PARSER = lxml.html.HTMLParser(huge_tree=True)
+_HUGE_PARSER_LIMIT = 2048  # even the huge parser stops here: a depth at or over it means the parse was cut
+
+
+_MAX_SPAN = MAX_SPAN  # old name
 
 
 class TableParseError(ValueError):
     """The input is not HTML that lxml can read at all."""
 
+    reason = "no_table"
 
-def normalize_text(text: str) -> str:
-    """NFKC, every run of whitespace (incl. NBSP and ideographic space) to one space, stripped."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+
+class LabelTruncated(TableParseError):
+    """The parser would silently drop part of the label (element depth over its limit); ``cause`` says which."""
+
+    reason = "label_truncated"
+
+    def __init__(self, cause: str):
+        super().__init__(f"label would be truncated by the HTML parser: {cause}")
+        self.cause = cause
+
+
+class TableTooLarge(ValueError):
+    """A table's grid would cover more slots than allowed; raised before the grid is built."""
+
+    reason = "table_too_large"
+
+    def __init__(self, slots: int, limit: int):
+        super().__init__(f"table grid would cover about {slots} slots (rows x columns), over the limit of {limit}")
+        self.slots = slots
+        self.limit = limit
+
+
+def normalize_text(text: str, nfkc: bool = False) -> str:
+    """NFC (NFKC when ``nfkc``), every run of whitespace (incl. NBSP, ideographic space) to one space, stripped.
+
+    Labels keep the characters documents use (㈜, ①, ㎡, Ⅱ, full-width forms): NFKC is an explicit option for
+    metrics that want to compare under it, never the label form."""
+    return _WS.sub(" ", unicodedata.normalize("NFKC" if nfkc else "NFC", text)).strip()
+
+
+def parse_span(raw: str | None, name: str = "span", limit: int = MAX_SPAN) -> tuple[int, str | None]:
+    """A ``rowspan``/``colspan`` attribute value as ``(value, problem)``; never raises.
+
+    ``problem`` is ``None`` for a good span. A missing value is 1. A value that is not a number or below 1 reads
+    as 1 with a problem; a digit string longer than :data:`MAX_SPAN_DIGITS` or a value over ``limit`` is
+    refused (read as 1, with a problem saying so) without ever converting a huge digit string."""
+    if raw is None:
+        return 1, None
+    m = re.match(r"\s*(\d+)", raw)
+    if not m:
+        return 1, f"{name}={raw[:20]!r} is not a number; read as 1"
+    digits = m.group(1).lstrip("0") or "0"
+    if len(digits) > MAX_SPAN_DIGITS:
+        return 1, f"{name} of {len(digits)} digits refused (over {limit})"
+    val = int(digits)
+    if val < 1:
+        return 1, f"{name}={raw[:20]!r} is below 1; read as 1"
+    if val > limit:
+        return 1, f"{name}={val} refused (over {limit})"
+    return val, None
 
 
 @dataclass
@@ -84,20 +141,9 @@ class Grid:
 
 
 def _span(el, name: str, problems: list[str]) -> int:
-    raw = el.get(name)
-    if raw is None:
-        return 1
-    m = re.match(r"\s*(\d+)", raw)
-    if not m:
-        problems.append(f"{name}={raw!r} is not a number; read as 1")
-        return 1
-    val = int(m.group(1))
-    if val < 1:
-        problems.append(f"{name}={raw!r} is below 1; read as 1")
-        return 1
-    if val > _MAX_SPAN:
-        problems.append(f"{name}={raw!r} exceeds {_MAX_SPAN}; clipped")
-        return _MAX_SPAN
+    val, problem = parse_span(el.get(name), name)
+    if problem:
+        problems.append(problem)
     return val
 
 
@@ -197,9 +243,57 @@ def parse_document(html: str | bytes):
     if not html or not html.strip():
         raise TableParseError("label is empty")
     try:
-        return lxml.html.document_fromstring(html)
+        # huge_tree: the default parser silently drops text nodes over 10 MB and everything below depth 256
+        doc = lxml.html.document_fromstring(html, parser=_HUGE_PARSER)
     except (lxml.etree.ParserError, ValueError) as exc:
         raise TableParseError(f"label is not parseable HTML: {exc}") from exc
+    depth = element_depth(doc)
+    if depth > MAX_ELEMENT_DEPTH:
+        cut = " (the parser itself stopped there)" if depth >= _HUGE_PARSER_LIMIT - 1 else ""
+        raise LabelTruncated(f"element depth {depth} exceeds {MAX_ELEMENT_DEPTH}{cut}")
+    # text of script/style/noscript/template is never table content; the tail after them is
+    for el in list(doc.iter(*_NON_CONTENT_TAGS)):
+        el.drop_tree()
+    return doc
+
+
+def element_depth(root) -> int:
+    """Deepest element nesting below ``root`` (iterative: no recursion limit)."""
+    best = 0
+    stack = [(root, 1)]
+    while stack:
+        el, d = stack.pop()
+        if d > best:
+            best = d
+        stack.extend((c, d + 1) for c in el if isinstance(c.tag, str))
+    return best
+
+
+def grid_slot_count(table: Table) -> int:
+    """Upper bound of the slots ``table``'s grid covers (rows x columns), computed without building it."""
+    n_rows = len(table.rows)
+    width = 0
+    covered = 0
+    for r, row in enumerate(table.rows):
+        row_width = 0
+        for cell in row.cells:
+            covered += min(cell.rowspan, max(n_rows - r, 1)) * cell.colspan
+            row_width += cell.colspan
+        width = max(width, row_width)
+    return max(covered, n_rows * width)
+
+
+def check_table_size(table: Table, max_slots: int = MAX_GRID_SLOTS) -> int:
+    """Raise :class:`TableTooLarge` when ``table`` (or a table nested in it) would cover over ``max_slots``."""
+    total = 0
+    for t in table.iter_tables():
+        slots = grid_slot_count(t)
+        if slots > max_slots:
+            raise TableTooLarge(slots, max_slots)
+        total += slots
+    if total > max_slots:
+        raise TableTooLarge(total, max_slots)
+    return total
 
 
 def parse_tables(html: str | bytes) -> list[Table]:
@@ -209,8 +303,13 @@ def parse_tables(html: str | bytes) -> list[Table]:
     return [table_from_element(t) for t in top]
 
 
-def build_grid(table: Table) -> Grid:
-    """Lay ``table``'s cells on a grid (HTML's table model) and record every inconsistency found."""
+def build_grid(table: Table, max_slots: int = MAX_GRID_SLOTS) -> Grid:
+    """Lay ``table``'s cells on a grid (HTML's table model) and record every inconsistency found.
+
+    Raises :class:`TableTooLarge` before doing any work when the grid would cover over ``max_slots``."""
+    slots_needed = grid_slot_count(table)
+    if slots_needed > max_slots:
+        raise TableTooLarge(slots_needed, max_slots)
     problems: list[str] = []
     occupied: dict[tuple[int, int], int] = {}
     placed: list[tuple[int, int, Cell]] = []

@@ -1,8 +1,8 @@
 """The one normalised label form used by dedup, training and metrics.
 
 ``<table>`` with ``<thead>``/``<tbody>`` (only when the source had a header section), ``<tr>``, ``<th>``,
-``<td>``; ``rowspan``/``colspan`` the only attributes (omitted when 1); cell text NFKC-normalised with
-whitespace collapsed; nested tables kept inside their cells in the same form; everything else (styles,
+``<td>``; ``rowspan``/``colspan`` the only attributes (omitted when 1); cell text NFC-normalised (never NFKC:
+㈜, ①, ㎡, full-width forms stay as the document has them) with whitespace collapsed; nested tables kept inside their cells in the same form; everything else (styles,
 classes, ``<br>``, ``<span>``, captions, comments, scripts) dropped.
 """
 

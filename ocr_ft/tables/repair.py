@@ -83,8 +83,10 @@ def _fix_table(table: Table, repairs: list[str], where: str) -> None:
                 table.rows[r].cells.extend(Cell(text="") for _ in range(holes))
                 repairs.append(f"{where}: padded row {r + 1} with {holes} empty cell(s) to {grid.n_cols} columns")
     for cell in table.cells():
-        repairs.extend(f"{where}: {p}" for p in cell.span_problems)  # e.g. rowspan="0" read as 1
-        cell.span_problems = []
+        # e.g. rowspan="0" read as 1 is a repair; a refused span (huge digit string, over MAX_SPAN) stays a
+        # problem, so validation rejects the label instead of guessing its layout
+        repairs.extend(f"{where}: {p}" for p in cell.span_problems if "refused" not in p)
+        cell.span_problems = [p for p in cell.span_problems if "refused" in p]
         for child in cell.tables:
             _fix_table(child, repairs, "nested table")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .model import Table, TableParseError, build_grid, parse_tables
+from .model import Table, TableParseError, TableTooLarge, build_grid, parse_tables
 
 
 @dataclass
@@ -43,7 +43,11 @@ def validate_tables(tables: list[Table]) -> ValidationReport:
             is_top = depth_table is top
             if is_top:
                 rep.row_count += len(depth_table.rows)
-            grid = build_grid(depth_table)
+            try:
+                grid = build_grid(depth_table)
+            except TableTooLarge as exc:
+                rep.problems.append(f"{'table' if is_top else 'nested table'}: {exc}")
+                continue
             where = "table" if is_top else "nested table"
             rep.problems.extend(f"{where}: {p}" for p in grid.problems)
             if depth_table.stray_text:
@@ -61,6 +65,6 @@ def validate_label(html: str | bytes) -> ValidationReport:
     """Validate ``html``; an unparseable label gives a report with the parse problem, never an exception."""
     try:
         tables = parse_tables(html)
-    except TableParseError as exc:
+    except (TableParseError, TableTooLarge) as exc:
         return ValidationReport(problems=[str(exc)])
     return validate_tables(tables)

@@ -60,9 +60,20 @@ def test_normalised_form_drops_attributes_and_normalises_text():
     html = ('<TABLE class="x" style="border:1"><THEAD><TR><TH style="a" COLSPAN="2">　단위：백만원 </TH></TR></THEAD>'
             '<TR><TD rowspan="1" align=right>１,０００<br>원</TD><TD><span>  △5 </span></TD></TR></TABLE>')
     out = normalize_html(html)
-    assert out == ('<table><thead><tr><th colspan="2">단위:백만원</th></tr></thead>'
-                   '<tbody><tr><td>1,000 원</td><td>△5</td></tr></tbody></table>')
+    # whitespace (incl. ideographic space) collapses; full-width forms stay as the document has them (no NFKC)
+    assert out == ('<table><thead><tr><th colspan="2">단위：백만원</th></tr></thead>'
+                   '<tbody><tr><td>１,０００ 원</td><td>△5</td></tr></tbody></table>')
     assert normalize_html(out) == out  # idempotent
+
+
+def test_labels_keep_document_characters_and_nfkc_is_only_an_option():
+    from ocr_ft.tables import normalize_text
+
+    text = "㈜한국 ① ㎡ △ Ⅱ ＡＢＣ"
+    out = normalize_html(f"<table><tr><td>{text}</td></tr></table>")
+    assert text in out
+    assert normalize_text("e\u0301  x") == "\u00e9 x"  # NFC composes, whitespace collapses
+    assert normalize_text("㈜ ①", nfkc=True) == "(주) 1"
 
 
 def test_text_is_escaped_in_normalised_form():
