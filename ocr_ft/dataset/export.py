@@ -15,6 +15,21 @@ from ..storage import atomic_dir, atomic_write_json
 from .records import Record
 
 PROMPT = "Table Recognition:"
+# What the export's README says about the prompt format (issue 11: one format end to end).
+FORMAT_README = """# ocr-ft LLaMA-Factory export
+
+Train with `template: glm_ocr` (LLaMA-Factory >= 0.9.5). The rendered text of one sample is
+
+    [gMASK]<sop><|user|>\\n<|begin_of_image|><|image|>x N<|end_of_image|>Table Recognition:<|assistant|>\\n{html}<|endoftext|>
+
+which is exactly what ocr-ft trains (ocr_ft/train/inputs.py) and what a server sends by default (GLM-OCR's
+chat template, add_generation_prompt=True, no enable_thinking): the answer follows `<|assistant|>\\n`
+directly, with no `<think></think>` block. The one difference: LLaMA-Factory's glm_ocr template puts the
+`\\n` after `<|assistant|>` into the assistant part, so it is supervised (loss on `\\n` + html +
+`<|endoftext|>`); ocr-ft supervises only html + `<|endoftext|>`. The token boundaries at `\\n<table>` may
+also differ (LLaMA-Factory encodes `\\n{html}` as one string). Set `image_max_pixels`/`image_min_pixels`
+as in the generated training YAML so the resolution matches.
+"""
 DATASET_NAMES = {"train": "ocr_ft_train", "val": "ocr_ft_val", "test": "ocr_ft_test"}
 
 
@@ -22,7 +37,7 @@ def sharegpt_entry(record: Record, image_rel: str, prompt: str = PROMPT) -> dict
     return {
         "messages": [
             {"role": "user", "content": f"<image>{prompt}"},
-            {"role": "assistant", "content": record.ground_truth_html},
+            {"role": "assistant", "content": record.ground_truth_html.strip()},  # as ocr-ft trains it
         ],
         "images": [image_rel],
     }
@@ -62,4 +77,5 @@ def export_llamafactory(splits: dict[str, list[Record]], data_dir: str | Path, o
                 "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
             }
         atomic_write_json(tmp / "dataset_info.json", info)
+        (tmp / "README.md").write_text(FORMAT_README, encoding="utf-8")
     return counts

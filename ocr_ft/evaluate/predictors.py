@@ -77,6 +77,8 @@ class Prediction:
     latency_s: float | None
     raw: str = ""
     error: str | None = None
+    truncated: bool = False  # the output hit max_new_tokens (endpoint: finish_reason == "length")
+    finish_reason: str | None = None  # "stop" / "length" (endpoint's own; local: derived from the stop tokens)
 
     def __iter__(self):
         yield self.html
@@ -143,7 +145,11 @@ class EndpointPredictor:
         retries: int = 3,
         backoff_s: float = 1.0,
         max_tokens: int = 4096,
+        max_new_tokens: int | None = None,
     ):
+        """``max_new_tokens`` (same name as the local predictor's) overrides ``max_tokens`` when given."""
+        if max_new_tokens is not None:
+            max_tokens = max_new_tokens
         self.url, self.models_url = chat_completions_url(url)
         self.model = model
         self.prompt = prompt
@@ -200,6 +206,8 @@ class EndpointPredictor:
             return self.model
 
     def payload(self, image: str | Path) -> dict[str, Any]:
+        """The chat-completions body: the image before the prompt, one user turn, no ``chat_template_kwargs``
+        (so the server renders the template's default generation prompt, the one training used)."""
         return {
             "model": self.served_model(),
             "messages": [{
@@ -214,6 +222,14 @@ class EndpointPredictor:
         }
 
     @staticmethod
+    def finish_reason(data: Any) -> str | None:
+        try:
+            reason = data["choices"][0].get("finish_reason")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return None
+        return reason if isinstance(reason, str) else None
+
+    @staticmethod
     def _content(data: Any) -> str:
         try:
             content = data["choices"][0]["message"]["content"]
@@ -226,10 +242,13 @@ class EndpointPredictor:
     def predict_one(self, image: str | Path) -> Prediction:
         try:
             resp, latency = self._request("POST", self.url, json=self.payload(image))
-            raw = self._content(resp.json())
+            data = resp.json()
+            raw = self._content(data)
         except (EndpointError, OSError, ValueError) as exc:
             return Prediction("", None, error=self._redact(f"{image}: {exc}"))
-        return Prediction(extract_table_html(raw), latency, raw=raw)
+        reason = self.finish_reason(data)
+        return Prediction(extract_table_html(raw), latency, raw=raw, truncated=reason == "length",
+                          finish_reason=reason)
 
     def predict_iter(self, images: Sequence[str | Path]) -> Iterator[tuple[int, Prediction]]:
         pool = ThreadPoolExecutor(max_workers=self.concurrency)
@@ -280,10 +299,10 @@ class LocalModelPredictor:
         self.max_new_tokens = max_new_tokens
         self.name = f"model:{model_dir}" + (f"+{adapter_dir}" if adapter_dir else "")
 
-    def _generate(self, images: list) -> list[str]:
-        from ocr_ft.train import generate_html
+    def _generate(self, images: list) -> list:
+        from ocr_ft.train.modeling import generate_outputs
 
-        return generate_html(self.model, self.bundle, images, self.max_new_tokens, batch_size=len(images))
+        return generate_outputs(self.model, self.bundle, images, self.max_new_tokens, batch_size=len(images))
 
     def _batch(self, paths: Sequence[str | Path]) -> list[Prediction]:
         from ocr_ft.train import load_image
@@ -299,8 +318,9 @@ class LocalModelPredictor:
                 start = time.perf_counter()
                 raws = self._generate([im for _, im in images])
                 latency = time.perf_counter() - start  # every page of the batch waited this long
-                for (k, _), raw in zip(images, raws):
-                    preds[k] = Prediction(extract_table_html(raw), latency, raw=raw)
+                for (k, _), g in zip(images, raws):
+                    preds[k] = Prediction(extract_table_html(g.text), latency, raw=g.raw, truncated=g.truncated,
+                                          finish_reason="length" if g.truncated else "stop")
             except Exception as exc:  # noqa: BLE001 - isolate the failing image below
                 if len(images) == 1:
                     k, _ = images[0]

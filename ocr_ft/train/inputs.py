@@ -5,9 +5,25 @@ the chat template is rendered as text, its single ``<|image|>`` is expanded to
 ``image_grid_thw.prod() // merge_size**2`` image tokens, and ``mm_token_type_ids`` (1 on image tokens) is
 passed along, exactly what the stock processor would produce.
 
-The sequence is ``template(image, prompt, add_generation_prompt=True) + answer + EOS``; labels are -100
-everywhere except the answer and the EOS. The prompt part is the same ids :func:`build_prompt_inputs` gives
-for generation, so training and inference see identical prompts.
+The sequence is ``template(image, prompt, add_generation_prompt=True) + ANSWER_PREFIX + answer + EOS``;
+labels are -100 everywhere except the answer and the EOS (the supervised part is exactly answer + EOS). The
+prompt part is the same ids :func:`build_prompt_inputs` gives for generation, so training and inference see
+identical prompts.
+
+The prompt is the one a server sends by default: the model's own chat template with
+``add_generation_prompt=True`` and **no template kwargs** (no ``enable_thinking``). For GLM-OCR that is
+``[gMASK]<sop><|user|>\n<|begin_of_image|><|image|>…<|end_of_image|>Table Recognition:<|assistant|>\n``:
+what vLLM/SGLang, the model card, the official SDK and :class:`ocr_ft.evaluate.predictors.EndpointPredictor`
+send.
+
+What comes between ``<|assistant|>\n`` and the answer (``ANSWER_PREFIX``) is deliberately nothing. The
+template writes a *past* assistant turn as ``<think></think>\n`` + content, but a server never sends that
+block: it ends the prompt at ``<|assistant|>\n`` and the model writes on from there. Training the answer right
+after ``<|assistant|>\n`` teaches the fine-tune to start the table at once on exactly the served prompt
+(no empty think block to spend tokens on or to strip), and it is byte for byte what LLaMA-Factory's
+``glm_ocr`` template trains (``<|assistant|>`` + ``\n{answer}<|endoftext|>``), so both training paths agree.
+If the base model opens with a think block anyway, ``ocr-ft inspect-format --probe`` shows it and the
+table extraction looks past it.
 """
 
 from __future__ import annotations
@@ -23,6 +39,8 @@ from ocr_ft.train.config import MERGE_SIZE, PATCH_SIZE
 
 IGNORE_INDEX = -100
 DEFAULT_IMAGE_TOKEN = "<|image|>"
+# Text between the generation prompt (ending ``<|assistant|>\n``) and the answer: nothing (module docstring).
+ANSWER_PREFIX = ""
 # What the GLM-4.1V/GLM-OCR chat template renders for one image and one text part, used only when a
 # tokenizer carries no chat template.
 FALLBACK_TEMPLATE = "[gMASK]<sop><|user|>\n<|begin_of_image|>{image}<|end_of_image|>{prompt}<|assistant|>\n"
@@ -113,13 +131,16 @@ def _token_id(tokenizer: Any, token: str, source: str) -> int:
     return tid
 
 
+def prompt_messages(prompt: str) -> list[dict[str, Any]]:
+    """The one user turn: the image first, then the prompt text (GLM-OCR's order)."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+
+
 def render_prompt(tokenizer: Any, prompt: str) -> str:
-    """The generation prompt for one image followed by ``prompt``, via the tokenizer's chat template."""
+    """The generation prompt for one image followed by ``prompt``, via the tokenizer's chat template, rendered
+    as a server renders it by default: ``add_generation_prompt=True`` and no template kwargs."""
     if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        return tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-        )
+        return tokenizer.apply_chat_template(prompt_messages(prompt), tokenize=False, add_generation_prompt=True)
     return FALLBACK_TEMPLATE.format(image=DEFAULT_IMAGE_TOKEN, prompt=prompt)
 
 
@@ -209,11 +230,12 @@ def build_training_example(bundle: ProcessorBundle, image: Image.Image, label: s
     """One sample: ``input_ids``/``labels``/``mm_token_type_ids`` lists plus the image tensors."""
     pixel_values, grid = process_image(bundle, image)
     prompt_ids, mm = _prompt_ids(bundle, grid[0])
+    lead = bundle.tokenizer.encode(ANSWER_PREFIX, add_special_tokens=False) if ANSWER_PREFIX else []
     answer = bundle.tokenizer.encode(label.strip(), add_special_tokens=False) + [bundle.eos_token_id]
     return {
-        "input_ids": prompt_ids + answer,
-        "labels": [IGNORE_INDEX] * len(prompt_ids) + answer,
-        "mm_token_type_ids": mm + [0] * len(answer),
+        "input_ids": prompt_ids + lead + answer,
+        "labels": [IGNORE_INDEX] * (len(prompt_ids) + len(lead)) + answer,
+        "mm_token_type_ids": mm + [0] * (len(lead) + len(answer)),
         "pixel_values": pixel_values,
         "image_grid_thw": grid,
     }
@@ -286,3 +308,21 @@ def decode_generated(bundle: ProcessorBundle, sequences: torch.Tensor, prompt_le
         bundle.tokenizer.decode(row[prompt_length:].tolist(), skip_special_tokens=True).strip()
         for row in sequences
     ]
+
+
+def is_truncated(bundle: ProcessorBundle, generated: Sequence[int], max_new_tokens: int) -> bool:
+    """Whether generation was cut off: ``max_new_tokens`` tokens were produced and none was a stop token."""
+    stops = set(bundle.stop_token_ids)
+    ids = [int(t) for t in generated]
+    return len(ids) >= max_new_tokens and not any(t in stops for t in ids)
+
+
+def decode_generated_raw(bundle: ProcessorBundle, sequences: torch.Tensor, prompt_length: int) -> list[str]:
+    """The generated part with special tokens kept (think blocks, stop tokens), padding removed."""
+    out = []
+    for row in sequences:
+        ids = row[prompt_length:].tolist()
+        stop = next((k for k, t in enumerate(ids) if t in bundle.stop_token_ids), None)
+        ids = ids if stop is None else ids[:stop + 1]  # up to the first stop token; padding after it dropped
+        out.append(bundle.tokenizer.decode(ids, skip_special_tokens=False))
+    return out

@@ -21,7 +21,8 @@ import torch
 
 from ocr_ft.storage import atomic_dir, atomic_write_json
 from ocr_ft.train.config import TrainConfig, load_config
-from ocr_ft.train.inputs import ProcessorBundle, build_generation_batch, decode_generated, load_image
+from ocr_ft.train.inputs import (ProcessorBundle, build_generation_batch, decode_generated, decode_generated_raw,
+                                 is_truncated, load_image)
 
 MODEL_TYPE = "glm_ocr"
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
@@ -255,6 +256,45 @@ def lora_module_names(model: Any) -> list[str]:
 # --------------------------------------------------------------------------- generation
 
 
+@dataclass
+class Generated:
+    """One image's generation: ``text`` (special tokens dropped), ``raw`` (kept), ``truncated`` (cut off at
+    ``max_new_tokens`` before any stop token), ``new_tokens`` (generated, up to the first stop token)."""
+
+    text: str
+    raw: str
+    truncated: bool
+    new_tokens: int
+
+
+@torch.no_grad()
+def generate_outputs(model: Any, bundle: ProcessorBundle, images: Sequence[Any], max_new_tokens: int = 2048,
+                     batch_size: int = 1) -> list[Generated]:
+    """Greedy decoding (no sampling, no repetition penalty) from the default prompt, with truncation flags."""
+    from transformers import GenerationConfig
+
+    device = next(model.parameters()).device
+    gen = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, repetition_penalty=1.0,
+        eos_token_id=bundle.stop_token_ids, pad_token_id=bundle.pad_token_id,
+    )
+    out: list[Generated] = []
+    stops = set(bundle.stop_token_ids)
+    for i in range(0, len(images), batch_size):
+        chunk = [load_image(im) if isinstance(im, (str, Path)) else im for im in images[i:i + batch_size]]
+        batch = {k: v.to(device) for k, v in build_generation_batch(bundle, chunk).items()}
+        sequences = model.generate(**batch, generation_config=gen)
+        n = batch["input_ids"].shape[1]
+        texts = decode_generated(bundle, sequences, n)
+        raws = decode_generated_raw(bundle, sequences, n)
+        for row, text, raw in zip(sequences, texts, raws):
+            ids = row[n:].tolist()
+            stop = next((k for k, t in enumerate(ids) if t in stops), None)
+            out.append(Generated(text, raw, is_truncated(bundle, ids, max_new_tokens),
+                                 len(ids) if stop is None else stop + 1))
+    return out
+
+
 @torch.no_grad()
 def generate_html(model: Any, bundle: ProcessorBundle, images: Sequence[Any], max_new_tokens: int = 2048,
                   batch_size: int = 1) -> list[str]:
@@ -272,6 +312,49 @@ def generate_html(model: Any, bundle: ProcessorBundle, images: Sequence[Any], ma
         batch = {k: v.to(device) for k, v in build_generation_batch(bundle, chunk).items()}
         sequences = model.generate(**batch, generation_config=gen)
         out.extend(decode_generated(bundle, sequences, batch["input_ids"].shape[1]))
+    return out
+
+
+# --------------------------------------------------------------------------- serving files
+
+
+def serving_generation_config(bundle: ProcessorBundle, max_new_tokens: int | None = None) -> Any:
+    """Greedy decoding that stops on EOS and the GLM turn markers (what local evaluation uses)."""
+    from transformers import GenerationConfig
+
+    kw = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+    return GenerationConfig(eos_token_id=bundle.stop_token_ids, pad_token_id=bundle.pad_token_id,
+                            do_sample=False, num_beams=1, repetition_penalty=1.0, **kw)
+
+
+def save_serving_files(out_dir: str | Path, bundle: ProcessorBundle, max_new_tokens: int | None = None,
+                       generation_config: bool = True) -> Path:
+    """Write what a server needs to see the training format into ``out_dir`` (an adapter or merged model dir):
+
+    * the tokenizer with its chat template (``chat_template.jinja``): the template training rendered;
+    * ``preprocessor_config.json`` whose ``size`` is the training pixel budget (``min_pixels``/``max_pixels``,
+      as the processor's ``shortest_edge``/``longest_edge``) plus ``min_pixels``/``max_pixels`` keys, so
+      ``vllm serve`` resizes images to the training resolution;
+    * ``generation_config.json`` (greedy, stop tokens; ``generation_config=False`` leaves it out).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bundle.tokenizer.save_pretrained(out)
+    ip = bundle.image_processor
+    old_size = getattr(ip, "size", None)
+    try:
+        ip.size = dict(bundle.processor_size)
+        ip.save_pretrained(out)
+    finally:
+        ip.size = old_size
+    path = out / "preprocessor_config.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["size"] = dict(bundle.processor_size)
+    data["min_pixels"], data["max_pixels"] = bundle.processor_size["shortest_edge"], bundle.processor_size["longest_edge"]
+    data["ocr_ft_pixel_budget"] = {"min_pixels": bundle.min_pixels, "max_pixels": bundle.max_pixels}
+    atomic_write_json(path, data)
+    if generation_config:
+        serving_generation_config(bundle, max_new_tokens).save_pretrained(out)
     return out
 
 
@@ -316,8 +399,7 @@ def merge_adapter(
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         merged.to(save_dtype).save_pretrained(tmp)
-        bundle.tokenizer.save_pretrained(tmp)
-        bundle.image_processor.save_pretrained(tmp)
+        save_serving_files(tmp, bundle, max_new_tokens=None)
         if images:
             reloaded, rb = load_model_and_processor(tmp, config, device="cpu", dtype=save_dtype)
             got = generate_html(reloaded, rb, images, max_new_tokens)

@@ -16,12 +16,13 @@ from typing import Iterable
 
 from ocr_ft.storage import atomic_dir, atomic_write_json, sha256_json
 
-# Special tokens GLM-OCR's chat template and generation use (names as in the real tokenizer).
+# Special tokens of GLM-OCR's tokenizer, by name (../shared/external/glm_ocr/README.md); the tiny vocabulary
+# numbers them differently. The think markers and /nothink are what the real template can emit.
 SPECIAL_TOKENS = [
     "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>",
     "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
     "<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>",
-    "<|image|>", "<|video|>",
+    "<|image|>", "<|video|>", "<think>", "</think>", "/nothink",
 ]
 # Table markup kept whole (ordinary, non-special tokens: decoding keeps them).
 HTML_TOKENS = [
@@ -29,24 +30,11 @@ HTML_TOKENS = [
     "<td>", "</td>", "<th>", "</th>", "<td", "<th", ' rowspan="', ' colspan="', 'rowspan="', 'colspan="',
     '">', "<br>", "<br/>", "<b>", "</b>",
 ]
-# The GLM-4.1V / GLM-OCR chat template, restricted to what this project sends (system, user with image and
-# text parts, assistant). Rendering: [gMASK]<sop><|user|>\n<|begin_of_image|><|image|><|end_of_image|>PROMPT
-# <|assistant|>\n
-CHAT_TEMPLATE = (
-    "[gMASK]<sop>"
-    "{% for msg in messages %}"
-    "{% if msg.role == 'system' %}{{ '<|system|>\\n' + msg.content }}"
-    "{% elif msg.role == 'user' %}{{ '<|user|>\\n' }}"
-    "{% if msg.content is string %}{{ msg.content }}{% else %}"
-    "{% for item in msg.content %}"
-    "{% if item.type == 'image' or 'image' in item %}{{ '<|begin_of_image|><|image|><|end_of_image|>' }}"
-    "{% elif item.type == 'text' %}{{ item.text }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{% elif msg.role == 'assistant' %}{{ '<|assistant|>\\n' + msg.content }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
-)
+# GLM-OCR's real chat template, shipped unchanged as package data (where it comes from:
+# glm_ocr_chat_template.SOURCE.txt beside it). Default generation prompt for one image:
+# [gMASK]<sop><|user|>\n<|begin_of_image|><|image|><|end_of_image|>PROMPT<|assistant|>\n
+CHAT_TEMPLATE_PATH = Path(__file__).with_name("glm_ocr_chat_template.jinja")
+CHAT_TEMPLATE = CHAT_TEMPLATE_PATH.read_text(encoding="utf-8")
 
 HANGUL_SYLLABLE = r"[\uac00-\ud7a3]"
 

@@ -388,6 +388,7 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
 
     with atomic_dir(out / "adapter") as tmp:
         model.save_pretrained(tmp)
+        __import__("ocr_ft.train.modeling", fromlist=["x"]).save_serving_files(tmp, bundle)  # issue 11: template + pixel budget
     peak, peak_kind = _peak_memory(device)
     train_losses = [r["loss"] for r in log_rows if "loss" in r]
     eval_losses = [(r["step"], r["eval_loss"]) for r in log_rows if r.get("eval_loss") is not None]
