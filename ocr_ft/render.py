@@ -10,7 +10,16 @@ Every source that turns HTML into a training image goes through :class:`Renderer
   The base stylesheet hides ``<caption>``, which the normalised label form drops.
 * **Untrusted HTML.** JavaScript is disabled, the context is offline, service workers are blocked, and every
   request the page makes (images, CSS, fonts, frames, navigations) is routed to ``abort``: the document given to
-  :meth:`Renderer.render` is all that is ever loaded.
+  :meth:`Renderer.render` is all that is ever loaded. Below that, at the network level, Chromium is started
+  with a dead proxy for every host including loopback (``--proxy-server=127.0.0.1:9``,
+  ``--proxy-bypass-list=<-loopback>``) and host-resolver rules mapping every name to nothing, so even a request
+  that slipped past the route block could not reach a server. ``<meta http-equiv=refresh>`` is removed in the
+  parsed DOM (entity-encoded attribute values included), not by a regex over the text.
+* **Bounded output.** A table whose capture would exceed :data:`MAX_CAPTURE_SIDE` device pixels on a side
+  or :data:`MAX_CAPTURE_PIXELS` in all fails with reason ``too_large`` before anything is captured.
+* **Minimal environment.** Chromium is started with only ``PATH``, ``HOME``, locale and font variables: no
+  API key (``DART_API_KEY``, ``FSS_API_KEY``…) or other secret of the calling process reaches it. Its sandbox
+  is on unless the process runs as root (Chromium refuses that) or ``OCR_FT_CHROMIUM_NO_SANDBOX=1``.
 * **Content-addressed cache.** The key is ``sha256(html, css, settings.key())``; one small JSON index file per
   key in ``cache_dir`` (written atomically) points at the PNG in the :class:`~ocr_ft.storage.BlobStore`. The
   same HTML with the same settings is rendered once, across runs and processes. The key does not include the
@@ -53,6 +62,11 @@ __all__ = [
     "RenderError",
     "Renderer",
     "check_environment",
+    "chromium_args",
+    "chromium_env",
+    "strip_meta_refresh",
+    "MAX_CAPTURE_PIXELS",
+    "MAX_CAPTURE_SIDE",
     "compose_document",
     "render_cache_key",
     "png_size",
@@ -60,8 +74,11 @@ __all__ = [
 
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = (
-    "--no-sandbox",
     "--disable-gpu",
+    # network-level block under the route block: a dead proxy for every URL, loopback included, and no DNS
+    "--proxy-server=127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
@@ -72,9 +89,45 @@ INSTALL_HINT = "apt-get install chromium fonts-noto-cjk"
 #: Bump when the document wrapping or the capture changes what a given (html, css, settings) renders to.
 RENDER_VERSION = 1
 VIEWPORT_HEIGHT = 800
+MAX_CAPTURE_SIDE = 16_384  # device pixels; Chromium's own texture limit
+MAX_CAPTURE_PIXELS = 40_000_000  # device pixels in all: as validation's max_image_pixels
+_ENV_KEEP = ("PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "FONTCONFIG_PATH",
+             "FONTCONFIG_FILE", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "DISPLAY")
+
+
+def chromium_env(environ: dict | None = None) -> dict[str, str]:
+    """The environment Chromium is started with: only the variables it needs (no secret of this process)."""
+    environ = os.environ if environ is None else environ
+    return {k: environ[k] for k in _ENV_KEEP if k in environ}
+
+
+def chromium_args() -> list[str]:
+    """:data:`CHROMIUM_ARGS`, plus ``--no-sandbox`` when running as root or ``OCR_FT_CHROMIUM_NO_SANDBOX=1``."""
+    args = list(CHROMIUM_ARGS)
+    if (hasattr(os, "geteuid") and os.geteuid() == 0) or os.environ.get("OCR_FT_CHROMIUM_NO_SANDBOX") == "1":
+        args.append("--no-sandbox")
+    return args
+
+
+def strip_meta_refresh(html: str) -> str:
+    """``html`` without ``<meta http-equiv="refresh">``, found in the parsed DOM (so ``&#114;efresh`` and
+    odd spacing or case are found too). Documents without one are returned unchanged, byte for byte."""
+    import lxml.html
+
+    if "meta" not in html.lower():
+        return html
+    try:
+        doc = lxml.html.document_fromstring(html, parser=lxml.html.HTMLParser(huge_tree=True))
+    except Exception:  # noqa: BLE001 - unparseable: nothing for Chromium to refresh with either, keep the text
+        return html
+    metas = [m for m in doc.iter("meta") if (m.get("http-equiv") or "").strip().lower() == "refresh"]
+    if not metas:
+        return html
+    for m in metas:
+        m.drop_tree()
+    return lxml.html.tostring(doc, encoding="unicode", method="html")
 
 _DOCTYPE = re.compile(r"^\s*(<!doctype[^>]*>)", re.IGNORECASE)
-_META_REFRESH = re.compile(r"<meta\b[^>]*\bhttp-equiv\s*=\s*[\"']?\s*refresh\b[^>]*>", re.IGNORECASE)
 
 
 class RendererUnavailable(RuntimeError):
@@ -161,7 +214,7 @@ def compose_document(html: str, css: str | None, settings: RenderSettings) -> st
     ``<meta http-equiv="refresh">`` tags are removed: they draw nothing and would navigate the page away
     (to ``about:blank``, which no request block can stop) while it is being captured.
     """
-    html = _META_REFRESH.sub("", html)
+    html = strip_meta_refresh(html)
     base = (
         "html,body{background:#fff;}"
         f"body{{margin:16px;color:#000;font-family:{settings.font_family};}}"
@@ -397,8 +450,8 @@ class Renderer:
             blob = self.store.path_for(entry["sha256"], ".png")
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
-        if not blob.is_file():
-            return None  # the blob was garbage-collected: render again
+        if not BlobStore.intact(blob, entry["sha256"]):
+            return None  # the blob was garbage-collected or damaged: render again (put_bytes rewrites it)
         return RenderedImage(
             image_path=self.store.relative(blob),
             sha256=entry["sha256"],
@@ -446,7 +499,8 @@ class Renderer:
         await self._ashutdown()
         self._pw = await async_playwright().start()
         self._browser = await self._pw.chromium.launch(
-            executable_path=self.chromium_path, args=list(CHROMIUM_ARGS), timeout=60_000
+            executable_path=self.chromium_path, args=chromium_args(), env=chromium_env(), timeout=60_000,
+            chromium_sandbox="--no-sandbox" not in chromium_args(),
         )
         self._context = await self._browser.new_context(
             java_script_enabled=False,
@@ -547,6 +601,12 @@ class Renderer:
         m = self.settings.margin_px
         x0, y0 = max(0, math.floor(box["x"]) - m), max(0, math.floor(box["y"]) - m)
         x1, y1 = math.ceil(box["x"] + box["width"]) + m, math.ceil(box["y"] + box["height"]) + m
+        dsf = self.settings.device_scale_factor
+        dw, dh = math.ceil((x1 - x0) * dsf), math.ceil((y1 - y0) * dsf)
+        if max(dw, dh) > MAX_CAPTURE_SIDE or dw * dh > MAX_CAPTURE_PIXELS:
+            raise RenderError(
+                f"the table would capture as {dw}x{dh} device pixels, over the cap of {MAX_CAPTURE_SIDE} a side "
+                f"and {MAX_CAPTURE_PIXELS} in all", reason="too_large", key=key)
         shot = await slot.cdp.send(
             "Page.captureScreenshot",
             {

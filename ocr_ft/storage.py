@@ -49,15 +49,63 @@ def sha256_json(obj: Any) -> str:
     return sha256_text(json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
 
 
+STALE_TEMP_SECONDS = 3600  # a temp file this old is a dead writer's, whoever wrote it (e.g. another host)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_stale_temps(target: Path) -> int:
+    """Remove temp files of ``target`` left by a killed writer: those whose writer's pid (in the name) is gone
+    on this host, or older than :data:`STALE_TEMP_SECONDS`. Returns how many were removed."""
+    import time
+
+    removed = 0
+    prefix = f".{target.name}."
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return 0
+    now = time.time()
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        rest = name[len(prefix):-4]
+        pid_part = rest.split(".", 1)[0]
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        dead = pid_part.startswith("p") and pid_part[1:].isdigit() and not _pid_alive(int(pid_part[1:]))
+        if dead or age > STALE_TEMP_SECONDS:
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    On an exception the temporary file is removed and ``path`` is left as it was. Temp files of a writer that
+    was killed (its pid is in the name) are removed on the next write of the same path.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    clean_stale_temps(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.p{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -120,7 +168,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    clean_stale_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.p{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         if target.exists():
@@ -150,12 +199,23 @@ class BlobStore:
         return self.root / digest[:2] / f"{digest}{suffix}"
 
     def put_bytes(self, data: bytes, suffix: str = ".png") -> tuple[str, str]:
-        """Store ``data``; return ``(digest, path relative to base)``. Writing the same bytes twice is a no-op."""
+        """Store ``data``; return ``(digest, path relative to base)``. Writing the same bytes twice is a no-op,
+        unless the stored file is damaged (its bytes no longer hash to its name): then it is rewritten."""
         digest = sha256_bytes(data)
         dest = self.path_for(digest, suffix)
-        if not dest.exists():
+        if not self.intact(dest, digest, len(data)):
             atomic_write_bytes(dest, data)
         return digest, self.relative(dest)
+
+    @staticmethod
+    def intact(path: Path, digest: str, size: int | None = None) -> bool:
+        """Whether ``path`` exists and its bytes hash to ``digest`` (size compared first, cheaply)."""
+        try:
+            if size is not None and path.stat().st_size != size:
+                return False
+            return sha256_file(path) == digest
+        except OSError:
+            return False
 
     def put_file(self, src: str | os.PathLike, suffix: str | None = None) -> tuple[str, str]:
         src = Path(src)

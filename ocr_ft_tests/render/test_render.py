@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -336,7 +337,10 @@ def test_closed_renderer_refuses_work(tmp_path):
 
 
 def test_chromium_args_are_the_required_ones():
-    for arg in ("--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync"):
+    for arg in ("--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"):
         assert arg in render_mod.CHROMIUM_ARGS
+    # the sandbox is only switched off where Chromium cannot run it (root) or when asked to
+    assert ("--no-sandbox" in render_mod.chromium_args()) == (os.geteuid() == 0 or
+                                                              os.environ.get("OCR_FT_CHROMIUM_NO_SANDBOX") == "1")
     assert shutil.which("fc-list") is None or render_mod.DEFAULT_CHROMIUM == "/usr/bin/chromium"
