@@ -141,6 +141,8 @@ def _validate_pair(pair: RawPair, data_dir: str, limits: ValidationLimits) -> Re
         return reject(exc.reason, f"label of {pair.original_filename}: {exc}")
     if not tables:
         return reject("no_table", "label holds no <table>")
+    if fixed.problems:
+        return reject("grid_invalid", f"label of {pair.original_filename}: " + "; ".join(fixed.problems[:5]))
     report = validate_tables(tables)
     if not report.grid_consistent:
         return reject("grid_invalid", "; ".join(report.problems[:5]))

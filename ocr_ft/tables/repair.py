@@ -3,9 +3,12 @@
 What is repaired: a fragment of rows/cells with no ``<table>`` around it; end tags missing (``<td>``,
 ``<tr>``, ``<table>``…, which the HTML parser closes); cells sitting directly in a table or section with no
 ``<tr>``; text inside a table but outside any cell (dropped: a browser draws it outside the grid); rowspans
-running past the last row (clipped, as browsers do); spans that are not a number, below 1 or absurdly
-large (read as 1, or clipped); ragged rows (padded with empty cells, as a browser
-leaves those slots empty).  Span overlaps are not guessed at: they stay as validation problems.
+running past the last row (clipped, as browsers do); spans that are not a number or below 1 (read as 1);
+ragged rows (padded with empty cells, as a browser
+leaves those slots empty).  Span overlaps are not guessed at: they stay as validation problems.  Refused
+spans (a digit string over :data:`~ocr_ft.tables.MAX_SPAN_DIGITS` or a value over
+:data:`~ocr_ft.tables.MAX_SPAN`) are not repaired either: they are listed in ``RepairResult.problems`` and
+validation rejects the label.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ _TAG = re.compile(r"<(/?)(table|thead|tbody|tfoot|tr|td|th)\b[^>]*?(/?)>", re.IG
 class RepairResult:
     html: str  # normalised label form after repair
     repairs: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what could not be repaired (refused spans)
 
     @property
     def changed(self) -> bool:
@@ -64,7 +68,7 @@ def _wrap_orphan_cells(table_el, repairs: list[str]) -> None:
             repairs.append(f"wrapped {len(group)} cell(s) lying outside any <tr> in a new row")
 
 
-def _fix_table(table: Table, repairs: list[str], where: str) -> None:
+def _fix_table(table: Table, repairs: list[str], where: str, problems: list[str] | None = None) -> None:
     if table.stray_text:
         repairs.append(f"{where}: dropped text outside any cell: {table.stray_text[:60]!r}")
         table.stray_text = ""
@@ -86,9 +90,11 @@ def _fix_table(table: Table, repairs: list[str], where: str) -> None:
         # e.g. rowspan="0" read as 1 is a repair; a refused span (huge digit string, over MAX_SPAN) stays a
         # problem, so validation rejects the label instead of guessing its layout
         repairs.extend(f"{where}: {p}" for p in cell.span_problems if "refused" not in p)
-        cell.span_problems = [p for p in cell.span_problems if "refused" in p]
+        if problems is not None:
+            problems.extend(f"{where}: {p}" for p in cell.span_problems if "refused" in p)
+        cell.span_problems = []
         for child in cell.tables:
-            _fix_table(child, repairs, "nested table")
+            _fix_table(child, repairs, "nested table", problems)
 
 
 def repair_html(html: str | bytes) -> RepairResult:
@@ -110,6 +116,7 @@ def repair_html(html: str | bytes) -> RepairResult:
     for t in doc.iter("table"):
         _wrap_orphan_cells(t, repairs)
     tables = [table_from_element(t) for t in top]
+    problems: list[str] = []
     for t in tables:
-        _fix_table(t, repairs, "table")
-    return RepairResult(html=normalize_tables(tables), repairs=repairs)
+        _fix_table(t, repairs, "table", problems)
+    return RepairResult(html=normalize_tables(tables), repairs=repairs, problems=problems)
