@@ -3,7 +3,7 @@
 Reading order
     A table's text is its cells' text row-major over the grid (each cell once, at its top-left slot), a
     nested table's text in place right after the text of the cell holding it, cells joined by one space.
-    Text is the normalised form of :mod:`ocr_ft.tables` (NFKC, whitespace collapsed).
+    Text is the label form of :mod:`ocr_ft.tables` (NFC, whitespace collapsed; NFKC only where asked).
 
 CER / WER
     Edit operations (substitutions + deletions + insertions, via jiwer) over the reference length, in
@@ -237,6 +237,56 @@ def latency_stats(values: list[float]) -> dict[str, float | int | None]:
         "p95": float(np.percentile(arr, 95)),
         "max": float(arr.max()),
     }
+
+
+MAX_EVAL_SLOTS = 20_000  # grid slots (rows x columns, nested tables added) per side for CER / GriTS / nesting
+MAX_GRITS_PRODUCT = 4_000_000  # GriTS compares every true slot with every predicted one: bound the product
+
+
+class SampleTooLarge(ValueError):
+    """A pair whose grids are too big to score within bounded time and memory; ``reason`` is ``too_large``."""
+
+    reason = "too_large"
+
+
+def _slots(tables: list[Table]) -> int:
+    try:  # the tables engineer's bound (no grid built); a plain bound of our own where it is absent
+        from ocr_ft.tables import grid_slot_count
+    except ImportError:  # pragma: no cover - older ocr_ft.tables
+        def grid_slot_count(t: Table) -> int:
+            width = max((sum(c.colspan for c in row.cells) for row in t.rows), default=0)
+            tall = max((c.rowspan for row in t.rows for c in row.cells), default=1)
+            return (len(t.rows) + tall) * width
+    return sum(grid_slot_count(t) for top in tables for t in top.iter_tables())
+
+
+def check_pair_size(pred_html: str | None, gt_html: str | None) -> None:
+    """Raise :class:`SampleTooLarge` (before any grid is built) when a side's grids would cover over
+    ``MAX_EVAL_SLOTS`` slots, or the two sides' slot counts multiply to over ``MAX_GRITS_PRODUCT``."""
+    sizes = {}
+    for side, html in (("prediction", pred_html), ("ground truth", gt_html)):
+        sizes[side] = n = _slots(safe_tables(html))
+        if n > MAX_EVAL_SLOTS:
+            raise SampleTooLarge(f"too_large: the {side}'s grids would cover about {n} slots, over the limit of "
+                                 f"{MAX_EVAL_SLOTS}")
+    product = sizes["prediction"] * sizes["ground truth"]
+    if product > MAX_GRITS_PRODUCT:
+        raise SampleTooLarge(f"too_large: {sizes['prediction']} predicted x {sizes['ground truth']} true slots "
+                             f"= {product} slot pairs, over the table F1 limit of {MAX_GRITS_PRODUCT}")
+
+
+def safe_sample_metrics(pred_html: str | None, gt_html: str, name: str = "sample") -> dict:
+    """:func:`sample_metrics`, never raising: a pair over the size limits, or any exception while scoring,
+    gives the empty scores with ``metric_error`` naming the sample, the exception type and message (a
+    ``too_large: ...`` message for the size limits)."""
+    try:
+        check_pair_size(pred_html, gt_html)
+        return {**sample_metrics(pred_html, gt_html), "metric_error": None}
+    except SampleTooLarge as exc:
+        message = f"{name}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - one bad sample never stops the others
+        message = f"{name}: {type(exc).__name__}: {str(exc)[:300]}"
+    return {"cer": 1.0, "wer": 1.0, "metric_error": message}
 
 
 def sample_metrics(pred_html: str | None, gt_html: str) -> dict:

@@ -12,7 +12,10 @@ Summary conventions (every figure but throughput is given overall, by category a
 * ``nesting_accuracy``: share of samples whose predicted nesting depth equals the true one;
 * ``latency``: n, mean, p50, p95, max of a page's latency in seconds (what a page experiences: the wall
   time of the request or generate call it was part of, a whole batch's for a batched local model), over
-  samples with a prediction;
+  every sample with a latency, failed predictions included (the runner sets a failed page's latency to at
+  least the predictor's timeout), so a timing-out model cannot pass the latency target;
+* ``metric_errors`` / ``too_large``: samples whose CER / table F1 / nesting (resp. any metric, TEDS included)
+  could not be computed, or were refused as over the size limits;
 * ``prediction_errors``: samples the predictor failed on (scored as an empty prediction);
 * ``throughput`` (the run's summary only, not per group): pages predicted per second of prediction wall
   time over the run (all prediction sessions of a resumed run added up), from the run's ``meta``; with
@@ -65,6 +68,7 @@ class SampleResult:
     depth_gt: int = 0
     depth_pred: int = 0
     raw_output: str = ""
+    metric_error: str | None = None  # CER / table F1 / nesting could not be computed ("too_large: ..." etc.)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,8 +106,10 @@ def summarize(samples: list[SampleResult]) -> dict[str, Any]:
         "cer_mean": _mean([s.cer for s in samples]),
         "wer": error_rate(wer_edits, wer_len),
         "nesting_accuracy": _mean([float(s.depth_pred == s.depth_gt) for s in samples]),
-        "latency": latency_stats([s.latency_s for s in samples if s.latency_s is not None and not s.error]),
+        "latency": latency_stats([s.latency_s for s in samples if s.latency_s is not None]),
         "prediction_errors": sum(1 for s in samples if s.error),
+        "metric_errors": sum(1 for s in samples if s.metric_error),
+        "too_large": sum(1 for s in samples if "too_large" in ((s.metric_error or "") + (s.teds_error or ""))),
     }
     for name in _MEAN_FIELDS:
         out[name] = _mean([getattr(s, name) for s in samples])

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 from ocr_ft.storage import atomic_write_json, atomic_write_jsonl, read_jsonl
 from ocr_ft.tables import TableParseError, parse_tables
 
-from .metrics import sample_metrics
+from .metrics import safe_sample_metrics
 from .predictors import Predictor
 from .results import EvalRun, SampleResult
 from .teds_metric import teds_batch
@@ -207,18 +207,28 @@ def score(
     workers: int | None = None,
     teds_timeout_s: float | None = 60.0,
     meta: dict | None = None,
+    failed_latency_s: float | None = None,
 ) -> EvalRun:
-    """Score the predictions of ``samples`` (a missing prediction counts as an empty one)."""
+    """Score the predictions of ``samples`` (a missing prediction counts as an empty one).  A failed
+    prediction's latency is at least ``failed_latency_s`` (the predictor's timeout), so failures count in
+    the latency figures instead of vanishing from them."""
     preds = [predictions.get(s.key) or {"html": "", "error": "no prediction"} for s in samples]
+
+    def latency(p: dict) -> float | None:
+        value = p.get("latency_s")
+        if p.get("error") and failed_latency_s is not None:
+            return max(float(value or 0.0), float(failed_latency_s))
+        return value
+
     teds_results = teds_batch([(p.get("html") or "", s.gt_html) for s, p in zip(samples, preds)], mode,
                               workers=workers, timeout_s=teds_timeout_s)
     results = []
     for s, p, t in zip(samples, preds, teds_results):
         results.append(SampleResult(
             key=s.key, image_path=s.image_path, category=s.category, source=s.source, gt_html=s.gt_html,
-            pred_html=p.get("html") or "", latency_s=p.get("latency_s"), error=p.get("error"),
+            pred_html=p.get("html") or "", latency_s=latency(p), error=p.get("error"),
             raw_output=p.get("raw") or "", teds=t.teds, teds_s=t.teds_s, teds_timed_out=t.timed_out,
-            teds_error=t.error, **sample_metrics(p.get("html") or "", s.gt_html),
+            teds_error=t.error, **safe_sample_metrics(p.get("html") or "", s.gt_html, f"{s.key} ({s.image_path})"),
         ))
     return EvalRun(name=name, samples=results, meta={"teds_mode": mode, **(meta or {})})
 
@@ -250,6 +260,7 @@ def evaluate(
                 meta={"predictor": predictor.name, "test_set": str(test_set), "data_dir": str(data_dir),
                       "batch_size": getattr(predictor, "batch_size", None),
                       "concurrency": getattr(predictor, "concurrency", None),
-                      **prediction_throughput_meta(out_dir)})
+                      **prediction_throughput_meta(out_dir)},
+                failed_latency_s=getattr(predictor, "timeout_s", None))
     run.save(Path(out_dir) / RUN_FILE)
     return run

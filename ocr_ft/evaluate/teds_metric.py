@@ -39,6 +39,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
@@ -54,6 +55,13 @@ MODES = ("nested", "pubtabnet")
 _POOL_MIN_CHARS = 200_000  # below this much HTML per batch, worker start-up outweighs the parallel gain
 _BODY = re.compile(r"<body[\s>]", re.IGNORECASE)
 _SPAN_NUMBER = re.compile(r"\s*(\d+)")
+MAX_TEDS_NODES = 5_000  # start tags per side; tree edit distance needs memory ~ n_pred x n_gt, so refuse before
+_START_TAG = re.compile(r"<[A-Za-z]")
+
+
+def node_estimate(html: str) -> int:
+    """An upper bound of the tree nodes ``html`` can give in either mode: its start tags."""
+    return len(_START_TAG.findall(html))
 
 
 # --------------------------------------------------------------------------------------------- pubtabnet
@@ -142,10 +150,19 @@ def _teds_pubtabnet(pred: str, gt: str, structure_flags: Sequence[bool]) -> list
 
 
 # ------------------------------------------------------------------------------------------------ nested
+def _nfkc(text: str) -> str:
+    """Cell text compared under NFKC (labels keep NFC; nested mode folds compatibility forms explicitly)."""
+    try:
+        from ocr_ft.tables.model import normalize_text
+        return normalize_text(text, nfkc=True)
+    except TypeError:  # pragma: no cover - an ocr_ft.tables without the option already folds NFKC
+        return text
+
 def _nested_tree(table: Table) -> TedNode:
     rows = []
     for row in table.rows:
-        cells = [TedNode("td", c.colspan, c.rowspan, c.text, [_nested_tree(t) for t in c.tables]) for c in row.cells]
+        cells = [TedNode("td", c.colspan, c.rowspan, _nfkc(c.text), [_nested_tree(t) for t in c.tables])
+                 for c in row.cells]
         rows.append(TedNode("tr", children=cells))
     return TedNode("table", children=rows)
 
@@ -252,6 +269,10 @@ class _Alarm:
 def _score_pair(args: tuple[str, str, str, float | None]) -> TedsResult:
     """Score one pair under a wall-clock limit (SIGALRM; only where this runs in a main thread)."""
     pred, gt, mode, timeout_s = args
+    nodes = max(node_estimate(pred), node_estimate(gt))
+    if nodes > MAX_TEDS_NODES:
+        return TedsResult(None, None, error=f"too_large: {nodes} elements on one side, over the TEDS limit of "
+                                            f"{MAX_TEDS_NODES}")
     use_alarm = bool(timeout_s) and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     alarm = _Alarm(timeout_s) if use_alarm else None
     start = time.perf_counter()
@@ -300,8 +321,30 @@ def teds_batch(
     workers = min(workers, len(jobs))
     if workers <= 1:
         return [_score_pair(job) for job in jobs]
-    # Spawned (not forked) workers: safe when the caller runs threads (Dagster, the endpoint predictor).
+    return _pool_map(_score_pair, jobs, workers)
+
+
+def _pool_map(fn, jobs: list, workers: int) -> list[TedsResult]:
+    """``fn`` over ``jobs`` in ``workers`` spawned processes (safe when the caller runs threads: Dagster, the
+    endpoint predictor).  When a worker dies (OOM kill, a crash in C) the pool breaks and every unfinished
+    job is lost with it: those jobs are rerun one per fresh single-worker pool, so a job that kills its
+    worker again gets an error entry of its own and every other job its score."""
     ctx = multiprocessing.get_context("spawn")
-    chunk = max(1, len(jobs) // (workers * 4))
+    results: list[TedsResult | None] = [None] * len(jobs)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        return list(pool.map(_score_pair, jobs, chunksize=chunk))
+        futures = [pool.submit(fn, job) for job in jobs]
+        for i, future in enumerate(futures):
+            try:
+                results[i] = future.result()
+            except BrokenProcessPool:
+                pass
+    for i, result in enumerate(results):
+        if result is not None:
+            continue
+        try:
+            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                results[i] = pool.submit(fn, jobs[i]).result()
+        except BrokenProcessPool:
+            results[i] = TedsResult(None, None, error="worker_died: the TEDS worker process died on this pair "
+                                                      "(killed, e.g. out of memory)")
+    return results  # type: ignore[return-value]
