@@ -25,16 +25,21 @@ table covering ``history`` quarters up to it) or ``"2023"`` (yearly). Partition 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ..dataset.records import Reject, SourceResult
+from ..storage import atomic_write_json
 from ..tables import TableParseError, normalize_html
-from .scraped_common import PendingTable, measure_label, reject_reasons, render_pending, size_refusal
+from .scraped_common import (
+    PendingTable, measure_label, reject_reasons, render_pending, size_refusal, split_pending,
+)
 from .http import (
     ApiError, HttpClient, Response, RetryableResponse, RetryPolicy, api_key_or_fail, json_or_retry,
 )
@@ -50,6 +55,7 @@ AUTH_CODES = {"010", "011", "012", "013"}
 RATE_LIMIT_CODE = "020"
 RETRYABLE_CODES = {"900"}
 MAX_QUARTERS = 40  # FISIS refuses a window longer than 40 quarters
+TERMS = ("Q", "H", "Y")  # quarterly, half-yearly, yearly: each list accepts some of them (SH025 only H, SH022 only Y)
 
 
 class FssError(ApiError):
@@ -142,6 +148,25 @@ class FssClient:
         )
         if KEY_PARAM not in self.http.secret_params:
             self.http.secret_params = (*self.http.secret_params, KEY_PARAM)
+        self._terms_path = (self.http.cache_dir / "list_terms.json") if self.http.cache_dir is not None else None
+        self._terms: dict[str, str] = {}
+        if self._terms_path is not None and self._terms_path.is_file():
+            try:
+                loaded = json.loads(self._terms_path.read_text(encoding="utf-8"))
+                self._terms = {str(k): str(v) for k, v in loaded.items() if v in TERMS}
+            except (OSError, ValueError, AttributeError):
+                self._terms = {}
+
+    def known_term(self, list_no: str) -> str | None:
+        """The term (Q, H or Y) this list answered with before, remembered across runs in the cache."""
+        return self._terms.get(list_no)
+
+    def remember_term(self, list_no: str, term: str) -> None:
+        if self._terms.get(list_no) == term:
+            return
+        self._terms[list_no] = term
+        if self._terms_path is not None:
+            atomic_write_json(self._terms_path, dict(sorted(self._terms.items())))
 
     def __repr__(self) -> str:
         return f"FssClient(base_url={self.base_url!r}, api_key=***)"
@@ -209,8 +234,8 @@ class FssClient:
         refresh: bool = False,
     ) -> StatisticsData:
         """Data of one statistics table for one company over ``startBaseMm``..``endBaseMm``."""
-        if term not in ("Q", "Y"):
-            raise ValueError(f"term must be 'Q' or 'Y', not {term!r}")
+        if term not in TERMS:
+            raise ValueError(f"term must be one of {', '.join(TERMS)}, not {term!r}")
         res = self._get(
             "statisticsInfoSearch.json",
             {"financeCd": finance_cd, "listNo": list_no, "term": term, "startBaseMm": start_base_mm,
@@ -276,6 +301,20 @@ def fss_period(key: str, history: int = 4) -> FssPeriod:
     raise ValueError(f"FSS partition {key!r} is neither a quarter (2024Q1) nor a year (2023)")
 
 
+_TERM_MONTHS = {"Q": 3, "H": 6, "Y": 12}
+
+
+def term_window(term: str, end_base_mm: str, history: int) -> tuple[str, str]:
+    """``(startBaseMm, endBaseMm)`` of ``history`` periods of ``term`` ending at the last period end on or
+    before ``end_base_mm`` (H periods end in June and December, Y periods in December)."""
+    step = _TERM_MONTHS[term]
+    idx = int(end_base_mm[:4]) * 12 + int(end_base_mm[4:6]) - 1
+    while (idx % 12 + 1) % step:
+        idx -= 1
+    start = idx - step * (history - 1)
+    return f"{start // 12:04d}{start % 12 + 1:02d}", f"{idx // 12:04d}{idx % 12 + 1:02d}"
+
+
 def fss_periods(start: str, end: str) -> list[str]:
     """Partition keys from ``start`` to ``end`` inclusive, both quarters (``2020Q1``) or both years (``2020``)."""
     qs, qe = _QUARTER.match(start), _QUARTER.match(end)
@@ -294,16 +333,33 @@ def fss_periods(start: str, end: str) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+MAX_VALUE_CHARS = 40  # a FISIS value longer than this is not a number any statement shows: the list is refused
+
+
+class FssValueError(ValueError):
+    """A FISIS value that cannot be shown (e.g. thousands of digits); the list becomes a reject."""
+
+
 def _fmt(value: Any) -> str:
-    """A FISIS value as a financial table shows it: thousands separators, ``-`` for nothing."""
+    """A FISIS value as a financial table shows it: thousands separators, ``-`` for nothing, and a leading
+    zero where FISIS leaves it out (``.29`` -> ``0.29``, ``-.01`` -> ``-0.01``). Digits are grouped as text, so
+    a huge digit string never reaches ``int()``; one over :data:`MAX_VALUE_CHARS` raises :class:`FssValueError`."""
     text = "" if value is None else str(value).strip()
     if not text:
         return "-"
-    m = re.fullmatch(r"([-+]?)(\d[\d,]*)(\.\d+)?", text)
-    if not m:
+    if len(text) > MAX_VALUE_CHARS:
+        raise FssValueError(f"value of {len(text)} characters ({text[:12]}...) is not a number a table shows")
+    m = re.fullmatch(r"([-+]?)(\d[\d,]*)?(\.\d+)?", text)
+    if not m or not (m.group(2) or m.group(3)):
         return text
-    sign, whole, frac = m.group(1), int(m.group(2).replace(",", "")), m.group(3) or ""
-    return f"{'-' if sign == '-' else ''}{whole:,}{frac}"
+    sign, frac = m.group(1), m.group(3) or ""
+    whole = (m.group(2) or "").replace(",", "").lstrip("0") or "0"
+    groups = []
+    while len(whole) > 3:
+        groups.insert(0, whole[-3:])
+        whole = whole[:-3]
+    groups.insert(0, whole)
+    return f"{'-' if sign == '-' else ''}{','.join(groups)}{frac}"
 
 
 def _split(name: str, separators: Sequence[str]) -> list[str]:
@@ -318,6 +374,8 @@ def _period_label(base_month: str, term: str) -> str:
     month = int(base_month[4:6]) if len(base_month) >= 6 and base_month[4:6].isdigit() else 0
     if term == "Q" and month in (3, 6, 9, 12):
         return f"{month // 3}분기"
+    if term == "H" and month in (6, 12):
+        return "상반기" if month == 6 else "하반기"
     return f"{month}월" if month else base_month
 
 
@@ -355,8 +413,11 @@ def header_rows(paths: list[list[str]]) -> list[list[tuple[int, str, int, int]]]
 def row_header_cells(paths: list[list[str]]) -> list[list[tuple[str, int, int]]]:
     """Merged row-header cells: for each body row, ``(text, rowspan, colspan)`` left to right.
 
-    Consecutive rows sharing a path prefix share one cell per shared level (rowspan); a row whose path is
-    shorter than the deepest reaches right with colspan.
+    ``paths`` are the body rows in tree order (a group's rows follow it). A name shared by consecutive rows
+    is one cell with rowspan; a row that is itself a group (later rows extend its path) gets its name as
+    that group cell, spanning its own row and its descendants, plus an empty cell over the deeper levels
+    (its own values sit on this group row); a leaf's name reaches right with colspan. So every name is
+    drawn once, leaf names in the leaf cells.
     """
     depth = max((len(p) for p in paths), default=0)
     covered: set[tuple[int, int]] = set()
@@ -366,15 +427,83 @@ def row_header_cells(paths: list[list[str]]) -> list[list[tuple[str, int, int]]]
         for lvl in range(len(path)):
             if (i, lvl) in covered:
                 continue
-            if lvl == len(path) - 1:
-                cells.append((path[lvl], 1, depth - lvl))
-                continue
+            prefix = path[: lvl + 1]
+            own = lvl == len(path) - 1
             k = 1
-            while i + k < len(paths) and len(paths[i + k]) > lvl + 1 and paths[i + k][: lvl + 1] == path[: lvl + 1]:
+            while (i + k < len(paths) and len(paths[i + k]) > lvl + (1 if own else 0)
+                   and paths[i + k][: lvl + 1] == prefix and (own or len(paths[i + k]) > lvl + 1)):
                 covered.add((i + k, lvl))
                 k += 1
-            cells.append((path[lvl], k, 1))
+            if own and k == 1:
+                cells.append((path[lvl], 1, depth - lvl))
+            elif own:
+                cells.append((path[lvl], k, 1))
+                cells.append(("", 1, depth - lvl - 1))
+            else:
+                cells.append((path[lvl], k, 1))
         out.append(cells)
+    return out
+
+
+def account_tree(rows: Sequence[dict[str, Any]], separators: Sequence[str] = ("_", ">")) -> list[tuple[str, list[str]]]:
+    """``(account_cd, path)`` of every distinct account, in tree order.
+
+    The path is the account name split on ``separators`` (FISIS writes ``예수부채_원화예수금_요구불예금``).
+    When a name's parent path is no account of the list but the account whose code is the longest proper
+    prefix of this code sits one level up (FISIS renames a parent: ``예수부채_양도성예금증서`` A113 over
+    ``예수부채_양도성예수금_은행간CD`` A1130), the account goes under that one; otherwise its missing parents
+    become group rows without values. Siblings are ordered by ``account_cd`` (FISIS sends rows in its own
+    order); a sibling whose code prefixes another's (a total such as 부채총계 A1 over A11, A15) comes after them.
+    """
+    accounts: dict[str, list[str]] = {}
+    for r in rows:
+        cd = str(r.get("account_cd", "")).strip()
+        nm = str(r.get("account_nm", "")).strip()
+        key = cd or nm
+        if key and key not in accounts:
+            accounts[key] = _split(nm or cd, separators)
+    by_path = {tuple(p): cd for cd, p in accounts.items()}
+    for cd, path in list(accounts.items()):
+        if len(path) > 1 and tuple(path[:-1]) not in by_path:
+            parents = [c for c in accounts if c != cd and cd.startswith(c) and len(accounts[c]) == len(path) - 1]
+            if parents:
+                new = accounts[max(parents, key=len)] + [path[-1]]
+                if tuple(new) not in by_path:
+                    del by_path[tuple(path)]
+                    accounts[cd] = new
+                    by_path[tuple(new)] = cd
+
+    # tree: node = path tuple; code of a group without its own row = the smallest code under it
+    children: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    codes: dict[tuple[str, ...], str] = {}
+    for cd, path in accounts.items():
+        t = tuple(path)
+        codes[t] = cd
+        for lvl in range(1, len(t) + 1):
+            node, parent = t[:lvl], t[: lvl - 1]
+            kids = children.setdefault(parent, [])
+            if node not in kids:
+                kids.append(node)
+    def code_of(node: tuple[str, ...]) -> str:
+        if node in codes:
+            return codes[node]
+        return min((code_of(k) for k in children.get(node, [])), default="")
+
+    out: list[tuple[str, list[str]]] = []
+
+    def walk(node: tuple[str, ...]) -> None:
+        kids = children.get(node, [])
+        kc = {k: code_of(k) for k in kids}
+        def key(k):
+            c = kc[k]
+            total = k in codes and any(o != k and kc[o] != c and kc[o].startswith(c) for o in kids)
+            return (c + ("~" if total else ""), k)
+        for k in sorted(kids, key=key):
+            if k in codes:
+                out.append((codes[k], list(k)))
+            walk(k)
+
+    walk(())
     return out
 
 
@@ -382,7 +511,7 @@ def fss_table_html(
     data: Sequence[StatisticsData],
     *,
     company_names: dict[str, str] | None = None,
-    separators: Sequence[str] = (">",),
+    separators: Sequence[str] = ("_", ">"),
     corner_label: str = "구분",
 ) -> str:
     """One HTML table (with ``<thead>``) from the rows of one statistics table, for one or more companies.
@@ -412,7 +541,7 @@ def fss_table_html(
     for month in months:
         for c in columns:
             path = [f"{month[:4]}년"]
-            if term == "Q":
+            if term in ("Q", "H"):
                 path.append(_period_label(month, term))
             if len(columns) > 1:
                 vpath = _split(c.name, separators)
@@ -424,20 +553,23 @@ def fss_table_html(
 
     multi = len({d.finance_cd for d in data}) > 1
     names = company_names or {}
-    row_keys: list[tuple[str, str, str]] = []
-    seen: set[tuple[str, str, str]] = set()
+    row_keys: list[tuple[str, str]] = []
     row_paths: list[list[str]] = []
-    values: dict[tuple[tuple[str, str, str], str, str], str] = {}
-    for d, r in rows:
-        acct = str(r.get("account_cd", "")) or str(r.get("account_nm", ""))
-        key = (d.finance_cd, acct, str(r.get("account_nm", "")))
-        if key not in seen:
-            seen.add(key)
-            row_keys.append(key)
-            company = names.get(d.finance_cd) or str(r.get("finance_nm", "")) or d.finance_cd
-            row_paths.append(([company] if multi else []) + _split(str(r.get("account_nm", "")) or acct, separators))
-        for c in columns:
-            values[(key, str(r.get("base_month", "")), c.id)] = _fmt(r.get(c.id))
+    values: dict[tuple[tuple[str, str], str, str], str] = {}
+    for d in data:
+        company = names.get(d.finance_cd) or next((str(r.get("finance_nm", "")) for r in d.rows if r.get("finance_nm")),
+                                                  "") or d.finance_cd
+        for r in d.rows:
+            acct = str(r.get("account_cd", "")).strip() or str(r.get("account_nm", "")).strip()
+            for c in columns:
+                try:
+                    values[((d.finance_cd, acct), str(r.get("base_month", "")), c.id)] = _fmt(r.get(c.id))
+                except FssValueError as exc:
+                    raise FssValueError(f"account {acct} ({r.get('account_nm', '')}) {c.name} "
+                                        f"{r.get('base_month', '')}: {exc}") from None
+        for acct, path in account_tree(d.rows, separators):
+            row_keys.append((d.finance_cd, acct))
+            row_paths.append(([company] if multi else []) + path)
 
     head = header_rows(col_paths)
     depth = max(len(p) for p in row_paths)
@@ -464,6 +596,33 @@ def fss_table_html(
 # --------------------------------------------------------------------------------------------------
 
 
+def _fetch_list(client: FssClient, list_no: str, group: Sequence[str], p: FssPeriod, history: int,
+                refresh: bool) -> tuple[str, list[StatisticsData]]:
+    """The rows of one list for ``group``, asked with a term the list accepts: the one it answered with before,
+    else the partition's term, then the others (Q, H, Y); the first that gives rows is remembered."""
+    known = client.known_term(list_no)
+    order = [known] if known else [p.term] + [t for t in TERMS if t != p.term]
+    last_exc: FssError | None = None
+    first: tuple[str, list[StatisticsData]] | None = None
+    for term in order:
+        start, end = term_window(term, p.end_base_mm, history)
+        try:
+            data = [client.statistics(list_no, code, term, start, end, refresh=refresh) for code in group]
+        except (FssAuthError, FssRateLimitError):
+            raise
+        except FssError as exc:  # this term refused: try the next one
+            last_exc = exc
+            continue
+        if any(d.rows for d in data):
+            client.remember_term(list_no, term)
+            return term, data
+        first = first or (term, data)
+    if first is not None:
+        return first
+    assert last_exc is not None
+    raise last_exc
+
+
 def collect_fss(
     client: FssClient,
     period: str,
@@ -476,7 +635,7 @@ def collect_fss(
     max_companies: int | None = 5,
     history: int = 4,
     group_companies: bool = False,
-    separators: Sequence[str] = (">",),
+    separators: Sequence[str] = ("_", ">"),
     min_rows: int = 2,
     min_cols: int = 2,
     max_rows: int | None = 200,
@@ -526,48 +685,73 @@ def collect_fss(
         codes = active[:max_companies] if max_companies is not None else active
 
     pending: list[PendingTable] = []
+    left_out: Counter = Counter()
+    tables_built = 0
     jobs = [(s, [code]) for s in lists for code in codes] if not group_companies else [(s, codes) for s in lists]
     for n, (stat, group) in enumerate(jobs, 1):
-        if max_tables is not None and len(pending) >= max_tables:
-            break
-        data = [client.statistics(stat.list_no, code, p.term, p.start_base_mm, p.end_base_mm, refresh=refresh)
-                for code in group]
-        data = [d for d in data if d.rows]
         suffix = "" if group_companies else f"_{group[0]}"
         filename = f"fss_{period}_{stat.list_no}{suffix}.png"
+        if max_tables is not None and tables_built >= max_tables:
+            result.rejects.append(Reject(SOURCE, filename, "load", "over_cap",
+                                         f"FISIS {stat.list_no} {', '.join(group)} not fetched: the partition's "
+                                         f"max_tables {max_tables} was reached", extra={"list_no": stat.list_no}))
+            continue
+        if progress is not None:
+            progress(n, len(jobs))
+        try:
+            term, data = _fetch_list(client, stat.list_no, group, p, history, refresh)
+        except (FssAuthError, FssRateLimitError):
+            raise
+        except FssError as exc:  # one list's error is a reject of that list, the others go on
+            result.rejects.append(Reject(SOURCE, filename, "load", "list_error",
+                                         f"FISIS {stat.list_no} ({stat.list_nm}) {', '.join(group)}: {exc}",
+                                         extra={"list_no": stat.list_no, "err_cd": exc.code}))
+            continue
+        start, end = term_window(term, p.end_base_mm, history)
+        if end != p.end_base_mm:  # an H or Y list has no period ending in this quarter
+            left_out[f"term_{term}_not_due"] += 1
+            continue
+        data = [d for d in data if d.rows]
         meta = {
             "list_no": stat.list_no, "list_nm": stat.list_nm, "lrg_div": lrg_div, "lrg_div_nm": stat.lrg_div_nm,
             "sml_div_nm": stat.sml_div_nm, "finance_cds": group, "finance_nms": [names.get(c, "") for c in group],
-            "period": period, "term": p.term, "start_base_mm": p.start_base_mm, "end_base_mm": p.end_base_mm,
+            "period": period, "term": term, "start_base_mm": start, "end_base_mm": end,
             "units": sorted({c.unit for d in data for c in d.columns if c.unit}), "url": FISIS_STATS_URL,
         }
-        if progress is not None:
-            progress(n, len(jobs))
         if not data:
             result.rejects.append(Reject(SOURCE, filename, "load", "no_data",
                                          f"FISIS {stat.list_no} ({stat.list_nm}) has no rows for {', '.join(group)} "
-                                         f"in {p.start_base_mm}..{p.end_base_mm}", extra={"list_no": stat.list_no}))
+                                         f"in {start}..{end}", extra={"list_no": stat.list_no}))
             continue
         try:
             label = normalize_html(fss_table_html(data, company_names=names, separators=separators))
             n_rows, n_cols, text = measure_label(label)
-        except TableParseError as exc:  # cannot happen with our own HTML, but a reject beats a crash
-            result.rejects.append(Reject(SOURCE, filename, "load", "table_unreadable", str(exc)))
+        except Exception as exc:  # a bad value or anything unexpected: a reject naming the list, never a crash
+            reason = "value_invalid" if isinstance(exc, FssValueError) else "table_failed"
+            result.rejects.append(Reject(SOURCE, filename, "load", reason,
+                                         f"FISIS {stat.list_no} {', '.join(group)}: {type(exc).__name__}: "
+                                         f"{str(exc)[:300]}", extra={"list_no": stat.list_no}))
             continue
-        refusal = size_refusal(n_rows, n_cols, text, min_rows=min_rows, min_cols=min_cols, max_rows=max_rows)
+        refusal = size_refusal(n_rows, n_cols, text, min_rows=min_rows, min_cols=min_cols, max_rows=None)
         if refusal:
             result.rejects.append(Reject(SOURCE, filename, "load", refusal[0],
                                          f"FISIS {stat.list_no} {', '.join(group)}: {refusal[1]}",
                                          extra={"list_no": stat.list_no}))
             continue
-        pending.append(PendingTable(filename, label, label, {**meta, "rows": n_rows, "cols": n_cols}))
+        tables_built += 1
+        windows, refused = split_pending(SOURCE, PendingTable(filename, label, label,
+                                                              {**meta, "rows": n_rows, "cols": n_cols}),
+                                         max_rows=max_rows)
+        pending += windows
+        result.rejects += refused
 
     pairs, render_rejects = render_pending(SOURCE, pending, renderer, css=css, progress=progress)
     result.pairs += pairs
     result.rejects += render_rejects
     result.stats = {
         "period": period, "term": p.term, "start_base_mm": p.start_base_mm, "end_base_mm": p.end_base_mm,
-        "statistics_tables": len(lists), "companies": len(codes), "tables_built": len(pending),
+        "statistics_tables": len(lists), "companies": len(codes), "tables_built": tables_built,
+        "windows": len(pending), **{f"left_out_{k}": v for k, v in sorted(left_out.items())},
         "pairs": len(result.pairs), "rejects": len(result.rejects), "reject_reasons": reject_reasons(result.rejects),
         **client.http.stats.since(http_start),
     }

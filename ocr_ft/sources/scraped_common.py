@@ -3,12 +3,16 @@ into pairs (a render failure becomes a ``render_failed`` reject naming the table
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+import lxml.html
+
 from ..dataset.records import RawPair, Reject
-from ..tables import build_grid, parse_tables
+from ..dataset.validate import estimate_label_tokens
+from ..tables import build_grid, normalize_html, parse_span, parse_tables
 
 
 def size_refusal(
@@ -94,3 +98,188 @@ def render_pending(
             rejects.append(Reject(source, p.original_filename, "load", "render_failed", _render_error_text(res),
                                   extra=extra))
     return pairs, rejects
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables over the token budget: row windows with the header repeated
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """The sequence budget a pair must fit (the seed recipe's training values, as in validation).
+
+    The image is resized under ``max_pixels`` before the model sees it, so it costs at most
+    ``max_pixels / patch_factor**2`` tokens whatever its size: a label within :attr:`label_tokens` always fits."""
+
+    max_seq_len: int = 4096
+    prompt_tokens: int = 16
+    max_pixels: int = 1_605_632
+    patch_factor: int = 28
+
+    @property
+    def label_tokens(self) -> int:
+        return self.max_seq_len - self.prompt_tokens - self.max_pixels // (self.patch_factor ** 2)
+
+
+def _own_rows(table) -> list:
+    return [tr for tr in table.iter("tr") if next(tr.iterancestors("table"), None) is table]
+
+
+def _cell_layout(rows) -> list[list[tuple[Any, int, int, int]]]:
+    """For each row, ``(cell element, column, rowspan, colspan)`` of its own cells (spans read safely)."""
+    occupied: dict[int, set[int]] = {}
+    out = []
+    for r, tr in enumerate(rows):
+        col = 0
+        cells = []
+        for cell in tr:
+            if not isinstance(cell.tag, str) or cell.tag not in ("td", "th"):
+                continue
+            while col in occupied.get(r, ()):
+                col += 1
+            rs = parse_span(cell.get("rowspan"), "rowspan")[0]
+            cs = parse_span(cell.get("colspan"), "colspan")[0]
+            rs = min(rs, len(rows) - r)
+            for dr in range(rs):
+                occupied.setdefault(r + dr, set()).update(range(col, col + cs))
+            cells.append((cell, col, rs, cs))
+            col += cs
+        out.append(cells)
+    return out
+
+
+def _window_html(html: str, header: int, start: int, end: int) -> str:
+    """The table of ``html`` with only its first ``header`` rows and rows ``start..end-1`` (all indices over its
+    own rows); a rowspan running out of the window is cut at its end, one running in from above is carried
+    into the window's first row (its text repeated)."""
+    root = lxml.html.fromstring(html)
+    table = root if root.tag == "table" else next(root.iter("table"))
+    rows = _own_rows(table)
+    layout = _cell_layout(rows)
+    keep = set(range(header)) | set(range(start, end))
+    for r, cells in enumerate(layout):
+        for cell, col, rs, cs in cells:
+            if r in keep:
+                stop = header if r < header else end
+                new = min(rs, stop - r)
+                if new > 1:
+                    cell.set("rowspan", str(new))
+                elif "rowspan" in cell.attrib:
+                    del cell.attrib["rowspan"]
+            elif r >= header and r < start < r + rs:  # carried into the window's first row
+                carried = copy.deepcopy(cell)
+                carried.tail = None
+                new = min(r + rs, end) - start
+                if new > 1:
+                    carried.set("rowspan", str(new))
+                elif "rowspan" in carried.attrib:
+                    del carried.attrib["rowspan"]
+                first = rows[start]
+                after = [c for c, ccol, _, _ in layout[start] if ccol > col]
+                if after:
+                    after[0].addprevious(carried)
+                else:
+                    first.append(carried)
+                layout[start] = sorted(layout[start] + [(carried, col, new, cs)], key=lambda x: x[1])
+    for r, tr in enumerate(rows):
+        if r not in keep:
+            tr.getparent().remove(tr)
+    for section in table.xpath("./thead|./tbody|./tfoot"):
+        if not len(section):
+            table.remove(section)
+    return lxml.html.tostring(table, encoding="unicode")
+
+
+def _header_rows(table, rows, layout) -> int:
+    """Header rows repeated in every window: the ``thead`` rows, else the leading rows made only of ``th``;
+    0 when a rowspan would run from them into the body."""
+    n = sum(1 for tr in rows if tr.getparent() is not None and tr.getparent().tag == "thead")
+    if not n:
+        while n < len(rows) - 1 and layout[n] and all(c.tag == "th" for c, *_ in layout[n]):
+            n += 1
+    if any(r + rs > n for r in range(n) for _, _, rs, _ in layout[r]):
+        return 0
+    return n
+
+
+def split_pending(
+    source: str,
+    table: PendingTable,
+    *,
+    budget: TokenBudget = TokenBudget(),
+    max_rows: int | None = 200,
+) -> tuple[list[PendingTable], list[Reject]]:
+    """``table`` as it is when it fits ``budget`` (label tokens) and ``max_rows``, else split into row windows,
+    each with the header rows repeated, rendered and labelled on its own: ``name_p01.png``, ``name_p02.png``...
+
+    Windows end where the fewest rowspans cross (group boundaries: in a hierarchical table the top-level
+    groups first), as late as the budget allows; a group cell cut by a window boundary is repeated in the
+    next window. The display HTML is cut along the same rows when its rows line up with the label's, else
+    the window's label is drawn. What cannot be split (the header alone or one row over the budget) is
+    returned as a ``table_too_large`` reject naming the table and the reason, never dropped silently.
+    """
+    label_budget = budget.label_tokens
+    tokens = estimate_label_tokens(table.label_html)
+    label_root = lxml.html.fromstring(table.label_html)
+    top = label_root if label_root.tag == "table" else next(label_root.iter("table"), None)
+    if top is None:
+        return [table], []
+    rows = _own_rows(top)
+    if tokens <= label_budget and (max_rows is None or len(rows) <= max_rows):
+        return [table], []
+    layout = _cell_layout(rows)
+    header = _header_rows(top, rows, layout)
+    row_cost = [estimate_label_tokens(lxml.html.tostring(tr, encoding="unicode")) for tr in rows]
+    base = estimate_label_tokens("<table><thead></thead><tbody></tbody></table>") + sum(row_cost[:header])
+    stem, dot, ext = table.original_filename.rpartition(".")
+    stem, ext = (stem, dot + ext) if dot else (table.original_filename, "")
+
+    def refuse(why: str) -> tuple[list[PendingTable], list[Reject]]:
+        extra = {k: v for k, v in table.metadata.items() if isinstance(v, (str, int, float, bool))}
+        return [], [Reject(source, table.original_filename, "load", "table_too_large",
+                           f"{table.original_filename}: about {tokens} label tokens, {len(rows)} rows; cannot be split "
+                           f"into windows of {label_budget} tokens / {max_rows} rows: {why}", extra=extra)]
+
+    row_limit = (max_rows - header) if max_rows is not None else len(rows)
+    if base > label_budget or row_limit < 1:
+        return refuse(f"the {header} header rows alone are about {base} tokens")
+    crossing = [0] * (len(rows) + 1)  # rowspans crossing the boundary before row k
+    for r, cells in enumerate(layout):
+        for _, _, rs, _ in cells:
+            for k in range(r + 1, r + rs):
+                crossing[k] += 1
+    windows: list[tuple[int, int]] = []
+    s = header
+    while s < len(rows):
+        cost, i = base, s
+        while i < len(rows) and cost + row_cost[i] <= label_budget and i - s < row_limit:
+            cost += row_cost[i]
+            i += 1
+        if i == s:
+            return refuse(f"row {s + 1} alone is about {row_cost[s]} tokens")
+        if i < len(rows):
+            i = min(range(s + 1, i + 1), key=lambda k: (crossing[k], -k))
+        windows.append((s, i))
+        s = i
+
+    display_lines_up = table.display_html == table.label_html
+    if not display_lines_up:
+        try:
+            d_root = lxml.html.fromstring(table.display_html)
+            d_top = d_root if d_root.tag == "table" else next(d_root.iter("table"))
+            d_layout = _cell_layout(_own_rows(d_top))
+            display_lines_up = [[(c, rs, cs) for _, c, rs, cs in row] for row in d_layout] == \
+                               [[(c, rs, cs) for _, c, rs, cs in row] for row in layout]
+        except Exception:
+            display_lines_up = False
+    out: list[PendingTable] = []
+    for k, (s, e) in enumerate(windows, 1):
+        label = normalize_html(_window_html(table.label_html, header, s, e))
+        display = _window_html(table.display_html, header, s, e) if display_lines_up and \
+            table.display_html != table.label_html else label
+        meta = {**table.metadata, "rows": header + e - s,
+                "window": {"index": k, "count": len(windows), "header_rows": header, "rows": [s, e],
+                           "of": table.original_filename, "display": "cut" if display_lines_up else "label"}}
+        out.append(PendingTable(f"{stem}_p{k:02d}{ext}", display, label, meta))
+    return out, []

@@ -145,7 +145,11 @@ def test_header_rows_merge_shared_prefixes():
 
 def test_row_header_cells_group_accounts():
     cells = row_header_cells([["자산"], ["자산", "현금"], ["자산", "대출"], ["부채"]])
-    assert cells == [[("자산", 1, 2)], [("자산", 2, 1), ("현금", 1, 1)], [("대출", 1, 1)], [("부채", 1, 2)]]
+    # the group cell spans its own row (with its own values) and its children; each name drawn once
+    assert cells == [[("자산", 3, 1), ("", 1, 1)], [("현금", 1, 1)], [("대출", 1, 1)], [("부채", 1, 2)]]
+    # a group without a row of its own spans only its children
+    assert row_header_cells([["이익잉여금", "전입액"], ["이익잉여금", "적립금"]]) == [
+        [("이익잉여금", 2, 1), ("전입액", 1, 1)], [("적립금", 1, 1)]]
 
 
 def table_of(html):
@@ -164,7 +168,8 @@ def test_fss_table_groups_periods_by_year_and_accounts_hierarchically():
         '<th colspan="2">2024년</th></tr><tr><th colspan="2">2분기</th>'
     )
     assert "<th>금액(백만원)</th><th>구성비(%)</th>" in label
-    assert '<th rowspan="2">자산총계</th><th>현금및예치금</th><td>2,000</td><td>11.5</td><td>2,001</td>' in label
+    assert '<th rowspan="3">자산총계</th><th></th><td>1,000</td>' in label  # the group row holds its own values
+    assert '<tr><th>현금및예치금</th><td>2,000</td><td>11.5</td><td>2,001</td>' in label
     assert '<th colspan="2">부채총계</th>' in label
     assert (grid.n_rows, grid.n_cols) == (3 + 4, 2 + 4 * 2)
 
@@ -183,7 +188,7 @@ def test_fss_table_groups_companies():
                            [r for r in info_rows(cd, nm) if r["base_month"] == "202403"])
             for cd, nm in [("0010927", "국민은행"), ("0010030", "신한은행")]]
     label, grid = table_of(fss_table_html(data))
-    assert '<th rowspan="4">국민은행</th><th colspan="2">자산총계</th>' in label
+    assert '<th rowspan="4">국민은행</th><th rowspan="3">자산총계</th><th></th>' in label
     assert '<th rowspan="4">신한은행</th>' in label
     assert grid.n_rows == 2 + 8
 
@@ -231,3 +236,124 @@ def test_periods():
             fss_period(bad)
     with pytest.raises(ValueError):
         fss_period("2024Q1", history=41)
+
+
+# ---- real FISIS rows (../shared/external/real/fss) ---------------------------------------------------
+
+
+def real_sa004_rows():
+    import csv
+
+    from factories import shared_external
+
+    with open(shared_external("real", "fss", "SA004_kookmin_201703_rows.csv"), encoding="utf-8") as fh:
+        return [{"base_month": r["년월"], "finance_cd": r["금융회사코드"], "finance_nm": r["금융회사명"],
+                 "account_cd": r["코드"], "account_nm": r["구분"], "a": r["금액"], "b": r["구성비"]}
+                for r in csv.DictReader(fh)]
+
+
+def test_real_sa004_rows_give_a_hierarchical_table_with_every_account():
+    from ocr_ft.tables import parse_tables
+
+    rows = real_sa004_rows()
+    data = StatisticsData("SA004", "0010927", "Q", "201703", "201703",
+                          [ValueColumn("a", "금액"), ValueColumn("b", "구성비")], rows)
+    label, grid = table_of(fss_table_html([data]))
+    cells = [c for c in parse_tables(label)[0].cells()]
+    texts = [c.text for c in cells]
+    assert not any("_" in t for t in texts)  # never a raw path
+    for r in rows:  # every account: its leaf name and both values
+        assert r["account_nm"].split("_")[-1] in texts, r["account_nm"]
+    assert len(rows) == 19 and grid.n_rows == 3 + 19  # 3 header rows, one row per account
+    # values as a table shows them
+    assert "0.29" in texts and "-0.01" in texts and ".29" not in texts and "234,598,387,000,000" in texts
+    # group cells span their own row and their descendants, in tree order from account_cd
+    assert '<th rowspan="13">예수부채</th><th colspan="3"></th><td>234,598,387,000,000</td>' in label
+    assert '<th rowspan="5">원화예수금</th>' in label
+    order = [t for t in texts if t in ("요구불예금", "외화예수금", "양도성예금증서", "(현재가치할인차금)", "차입부채",
+                                      "부채총계")]
+    assert order == ["요구불예금", "외화예수금", "양도성예금증서", "(현재가치할인차금)", "차입부채", "부채총계"]
+    # FISIS renamed the parent (양도성예수금 vs 양도성예금증서): the children go under A113 by code
+    assert '<th rowspan="3">양도성예금증서</th>' in label and "양도성예수금" not in texts
+
+
+def test_long_real_table_is_split_along_group_boundaries_with_its_header(fake_renderer):
+    from ocr_ft.sources.scraped_common import PendingTable, TokenBudget, split_pending
+
+    data = StatisticsData("SA004", "0010927", "Q", "201703", "201703",
+                          [ValueColumn("a", "금액"), ValueColumn("b", "구성비")], real_sa004_rows())
+    label = normalize_html(fss_table_html([data]))
+    budget = TokenBudget(max_seq_len=2048 + 16 + 600)  # 600 label tokens: the table (~1,000) does not fit
+    windows, rejects = split_pending("fss", PendingTable("t.png", label, label, {}), budget=budget)
+    assert not rejects and len(windows) >= 2
+    header = label[: label.index("</thead>")]
+    texts = []
+    for w in windows:
+        assert w.label_html.startswith(header)  # header rows repeated
+        assert validate_label(w.label_html).grid_consistent
+        from ocr_ft.dataset.validate import estimate_label_tokens
+        assert estimate_label_tokens(w.label_html) <= budget.label_tokens
+        texts += [c.text for c in parse_tables(w.label_html)[0].cells()][8:]
+    # the first cut is where 예수부채's group ends: no group is cut when one boundary allows it
+    # cuts fall where a top-level group ends: no group cell is repeated in two windows
+    for group in ("예수부채", "차입부채"):
+        assert sum(group in w.label_html for w in windows) == 1, group
+    for leaf in ("요구불예금", "한은차입금", "부채총계", "(대손준비금 전입 필요액)"):
+        assert sum(leaf in w.label_html for w in windows) == 1
+    assert [w.original_filename for w in windows][:2] == ["t_p01.png", "t_p02.png"]
+
+
+def test_value_of_thousands_of_digits_is_a_reject_of_that_list(fake_server, reply, tmp_path, fake_renderer):
+    def info(params):
+        rows = info_rows(params["financeCd"], "국민은행")
+        if params["listNo"] == "SA003":
+            rows[0]["a"] = "9" * 5000
+        return reply(200, ok(rows, description=[{"column_id": "a", "column_nm": "금액"}], unit="백만원"))
+
+    fake_server.route("/openapi/companySearch.json", reply(200, ok(COMPANIES[:1])))
+    fake_server.route("/openapi/statisticsListSearch.json", reply(200, ok(
+        LISTS[:1] + [{"lrg_div_nm": "국내은행", "sml_div_nm": "재무현황", "list_no": "SA004", "list_nm": "부채"}])))
+    fake_server.route("/openapi/statisticsInfoSearch.json", info)
+    result = collect_fss(make_client(fake_server, tmp_path), "2024Q1", fake_renderer)
+    assert [p.original_filename for p in result.pairs] == ["fss_2024Q1_SA004_0010927.png"]
+    (rej,) = result.rejects
+    assert rej.reason == "value_invalid" and "SA003" in rej.detail and rej.original_filename.startswith("fss_2024Q1_SA003")
+
+
+def test_term_is_learned_per_list_and_one_lists_error_is_a_reject(fake_server, reply, tmp_path, fake_renderer):
+    """SH025 answers only H, SH022 answers only Y, SX001 fails: each list its own outcome, the partition goes on."""
+    accepts = {"SA003": "Q", "SH025": "H", "SH022": "Y"}
+
+    def info(params):
+        if params["listNo"] == "SX001":
+            return reply(200, err("101", "잘못된 통계표 번호"))
+        if params["term"] != accepts[params["listNo"]]:
+            return reply(200, err("102", "주기 오류"))
+        months = {"Q": ["202309", "202312"], "H": ["202306", "202312"], "Y": ["202212", "202312"]}[params["term"]]
+        rows = [{"base_month": m, "finance_cd": "0010927", "account_cd": "A", "account_nm": "자산", "a": "1"}
+                for m in months] + [{"base_month": m, "finance_cd": "0010927", "account_cd": "B",
+                                     "account_nm": "부채", "a": "2"} for m in months]
+        return reply(200, ok(rows, description=[{"column_id": "a", "column_nm": "금액"}], unit="억원"))
+
+    lists = [{"list_no": n, "list_nm": n} for n in ("SA003", "SH025", "SH022", "SX001")]
+    fake_server.route("/openapi/companySearch.json", reply(200, ok(COMPANIES[:1])))
+    fake_server.route("/openapi/statisticsListSearch.json", reply(200, ok(lists)))
+    fake_server.route("/openapi/statisticsInfoSearch.json", info)
+    result = collect_fss(make_client(fake_server, tmp_path), "2023Q4", fake_renderer, history=2)
+    terms = {p.metadata["list_no"]: p.metadata["term"] for p in result.pairs}
+    assert terms == {"SA003": "Q", "SH025": "H", "SH022": "Y"}
+    assert "하반기" in next(p.html for p in result.pairs if p.metadata["list_no"] == "SH025")
+    assert [(r.reason, r.extra["list_no"]) for r in result.rejects] == [("list_error", "SX001")]
+    # remembered: a fresh client asks each list once with its own term, and an H list has no table in Q3
+    fake_server.requests.clear()
+    again = collect_fss(make_client(fake_server, tmp_path), "2023Q3", fake_renderer, history=2, refresh=True)
+    asked = {(h.params["listNo"], h.params["term"]) for h in fake_server.hits("/openapi/statisticsInfoSearch.json")}
+    assert {t for n, t in asked if n == "SH025"} == {"H"} and {t for n, t in asked if n == "SA003"} == {"Q"}
+    assert again.stats["left_out_term_H_not_due"] == 1 and again.stats["left_out_term_Y_not_due"] == 1
+    assert {p.metadata["list_no"] for p in again.pairs} == {"SA003"}
+
+
+def test_tables_over_max_tables_are_counted_not_dropped(fisis, fake_renderer, tmp_path):
+    result = collect_fss(make_client(fisis, tmp_path), "2024Q1", fake_renderer, list_nos=["SA003"], max_tables=1)
+    assert len(result.pairs) == 1
+    assert [(r.reason, r.original_filename) for r in result.rejects] == [("over_cap", "fss_2024Q1_SA003_0010927.png")]
