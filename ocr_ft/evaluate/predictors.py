@@ -319,6 +319,9 @@ class LocalModelPredictor:
                 raws = self._generate([im for _, im in images])
                 latency = time.perf_counter() - start  # every page of the batch waited this long
                 for (k, _), g in zip(images, raws):
+                    if isinstance(g, str):  # a plain-text generator (e.g. a stand-in in tests)
+                        preds[k] = Prediction(extract_table_html(g), latency, raw=g)
+                        continue
                     preds[k] = Prediction(extract_table_html(g.text), latency, raw=g.raw, truncated=g.truncated,
                                           finish_reason="length" if g.truncated else "stop")
             except Exception as exc:  # noqa: BLE001 - isolate the failing image below

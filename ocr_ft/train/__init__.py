@@ -27,7 +27,9 @@ _EXPORTS = {
     "BaseModelError": "modeling", "MergeMismatchError": "modeling", "load_model_and_processor": "modeling",
     "load_processor": "modeling", "load_finetuned": "modeling", "generate_html": "modeling",
     "merge_adapter": "modeling", "apply_lora": "modeling", "lora_module_names": "modeling",
-    "check_budget": "budget", "plan": "budget", "TrainPlan": "budget", "BudgetReport": "budget",
+    "check_budget": "budget", "plan": "budget", "generation_budget": "budget",
+    "generate_outputs": "modeling", "save_serving_files": "modeling", "render_prompt": "inputs",
+    "inspect_format": "inspect_format", "TrainPlan": "budget", "BudgetReport": "budget",
     "train": "trainer", "TrainResult": "trainer",
     "write_llamafactory_config": "llamafactory", "llamafactory_config": "llamafactory",
 }

@@ -203,3 +203,14 @@ def plan(config: TrainConfig, records: Sequence[Any], data_dir: str | Path, val_
     train = check_budget(bundle, records, data_dir, config.max_seq_len, decode=True)
     val = check_budget(bundle, val_records, data_dir, config.max_seq_len, decode=True)
     return TrainPlan(config, train, val, schedule_numbers(len(train.kept), config))
+
+
+def generation_budget(tokenizer: Any, labels: Sequence[str], margin: float = 0.25, minimum: int = 64) -> int:
+    """``max_new_tokens`` for evaluation: the longest label in tokens (+ EOS), plus ``margin`` (a fraction),
+    at least ``minimum``. One number for local and endpoint evaluation, so no output is cut off because the
+    budget was smaller than the truth (a cut-off output is then a real runaway, flagged ``truncated``)."""
+    if margin < 0:
+        raise ValueError(f"generation_budget: margin must be >= 0, got {margin}")
+    texts = [lb.strip() for lb in labels if lb and lb.strip()]
+    longest = max((len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]), default=0) if texts else 0
+    return max(minimum, math.ceil((longest + 1) * (1 + margin)))

@@ -106,3 +106,20 @@ def test_stopping_early_cancels_the_requests_not_yet_sent(fake_server, images):
     next(results)
     results.close()  # what an interrupted evaluation loop does
     assert len(fake_server.chat_requests()) <= 2
+
+
+@pytest.mark.parametrize("reason, truncated", [("length", True), ("stop", False), (None, False)])
+def test_cut_off_output_is_flagged_from_finish_reason(images, monkeypatch, reason, truncated):
+    class Resp:
+        def json(self):
+            choice = {"index": 0, "message": {"role": "assistant", "content": "<table><tr><td>1"}}
+            if reason is not None:
+                choice["finish_reason"] = reason
+            return {"choices": [choice]}
+
+    predictor = EndpointPredictor("http://127.0.0.1:9", model="m", max_new_tokens=123)
+    sent = []
+    monkeypatch.setattr(predictor, "_request", lambda method, url, **kw: (sent.append(kw["json"]) or (Resp(), 0.01)))
+    pred = predictor.predict_one(images[0])
+    assert pred.error is None and pred.truncated is truncated and pred.finish_reason == reason
+    assert sent[0]["max_tokens"] == 123 and "chat_template_kwargs" not in sent[0]

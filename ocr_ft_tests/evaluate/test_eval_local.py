@@ -90,3 +90,18 @@ def test_latency_is_the_generate_call_a_page_waited_for_not_a_share_of_it(test_s
     assert calls == [3, 1] and all(p.error is None for p in preds)
     assert all(0.3 <= p.latency_s < 3 for p in preds)
     assert preds[0].latency_s == preds[1].latency_s == preds[2].latency_s
+
+
+def test_local_cut_off_output_is_flagged(tiny_model, tiny_config, test_set):
+    from ocr_ft.train.modeling import load_model_and_processor
+
+    paths = [test_set["data_dir"] / r["image_path"] for r in test_set["rows"][:2]]
+    preds = LocalModelPredictor(tiny_model, config=tiny_config, device="cpu", batch_size=2,
+                                max_new_tokens=3).predict(paths)
+    _, bundle = load_model_and_processor(tiny_model, tiny_config, device="cpu")
+    for p in preds:
+        assert p.error is None
+        ids = bundle.tokenizer.encode(p.raw, add_special_tokens=False)
+        stopped = any(t in bundle.stop_token_ids for t in ids)
+        # cut off exactly when no stop token came within the 3 tokens allowed
+        assert p.truncated is (not stopped) and p.finish_reason == ("length" if p.truncated else "stop")

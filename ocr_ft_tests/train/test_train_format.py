@@ -128,3 +128,18 @@ def test_cli_inspect_format_and_probe(tiny_model_dir, table_data, tmp_path, caps
         assert p["truncated"] == (p["new_tokens"] == 4 and "<|endoftext|>" not in p["raw_output"]
                                   and "<|user|>" not in p["raw_output"])
     assert main(["inspect-format", "--model", str(tmp_path / "nope"), "--image", img]) == 1
+
+
+def test_generation_budget_covers_the_longest_label(tiny_model_dir, table_data):
+    from transformers import AutoTokenizer
+
+    from ocr_ft.train.budget import generation_budget
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    labels = [r["ground_truth_html"] for r in table_data["train"]] + [table_data["oversized"]["ground_truth_html"]]
+    longest = max(len(tok.encode(lb.strip(), add_special_tokens=False)) for lb in labels)
+    n = generation_budget(tok, labels, margin=0.25, minimum=1)
+    assert n >= longest + 1 and n == -(-(longest + 1) * 5 // 4)
+    assert generation_budget(tok, [], minimum=64) == 64
+    with pytest.raises(ValueError, match="margin"):
+        generation_budget(tok, labels, margin=-1)

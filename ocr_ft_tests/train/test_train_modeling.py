@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import json
 import shutil
 
@@ -131,6 +133,18 @@ def test_merged_equals_adapter_greedy(trained_run, table_data, tmp_path):
     merged, mb = load_model_and_processor(tmp_path / "merged", config.replace(base_model=str(tmp_path / "merged")))
     assert generate_html(merged, mb, images, max_new_tokens=16) == generate_html(model, bundle, images, max_new_tokens=16)
     assert res.outputs == generate_html(model, bundle, images, max_new_tokens=16)
+    # issue 11: the merged model and the adapter carry the training format and pixel budget for a server
+    import json as _json
+
+    from factories import shared_external
+
+    template = shared_external("glm_ocr", "chat_template.jinja").read_bytes()
+    for d in (tmp_path / "merged", Path(result.adapter_dir)):
+        pre = _json.loads((d / "preprocessor_config.json").read_text())
+        assert pre["size"] == {"shortest_edge": config.min_pixels * 2, "longest_edge": config.max_pixels * 2}, d
+        assert (d / "chat_template.jinja").read_bytes() == template, d
+        gen = _json.loads((d / "generation_config.json").read_text())
+        assert sorted(gen["eos_token_id"]) == bundle.stop_token_ids and gen["do_sample"] is False, d
 
 
 def test_merge_mismatch_raises_and_writes_nothing(trained_run, table_data, tmp_path, monkeypatch):
