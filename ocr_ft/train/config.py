@@ -29,7 +29,7 @@ PIXELS_PER_TOKEN = (PATCH_SIZE * MERGE_SIZE) ** 2  # 784
 # fingerprint, so changing them does not stop a run from resuming.
 OPERATIONAL_KEYS = frozenset(
     {"save_steps", "save_total_limit", "logging_steps", "eval_steps", "max_eval_samples", "eval_at_start",
-     "dataloader_workers", "local_files_only", "resume"}
+     "dataloader_workers", "local_files_only", "resume", "report_to"}
 )
 
 
@@ -72,6 +72,8 @@ class TrainConfig:
     dataloader_workers: int = 2
     local_files_only: bool | None = None  # None: follow HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE
     resume: bool = True  # resume from the newest checkpoint in the output directory
+    group_by_length: bool = False  # micro-batches of similar total token count (less padding), order still seeded
+    report_to: str = "tensorboard"  # tensorboard (event files under <run>/tensorboard) | none
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -104,11 +106,12 @@ _CHOICES = {
     "lr_scheduler": ("cosine", "linear", "constant"),
     "precision": ("auto", "bf16", "fp32"),
     "image_backend": ("pil", "torchvision", "auto"),
+    "report_to": ("tensorboard", "none"),
 }
 _FLOAT_KEYS = {"lora_dropout", "learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm"}
-_BOOL_KEYS = {"vision_lora", "gradient_checkpointing", "eval_at_start", "resume"}
+_BOOL_KEYS = {"vision_lora", "gradient_checkpointing", "eval_at_start", "resume", "group_by_length"}
 _OPTIONAL_BOOL_KEYS = {"local_files_only"}
-_STR_KEYS = {"base_model", "prompt", "lr_scheduler", "precision", "image_backend"}
+_STR_KEYS = {"base_model", "prompt", "lr_scheduler", "precision", "image_backend", "report_to"}
 _OPTIONAL_INT_KEYS = {"max_steps", "eval_steps"}
 
 

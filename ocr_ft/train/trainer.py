@@ -6,7 +6,9 @@ Output directory layout::
     loss_log.jsonl       one row per logged step: step, epoch, loss, lr, grad_norm (+ eval_loss at eval steps)
     checkpoints/step-N/  adapter + optimizer/scheduler/RNG state + trainer_state.json (written atomically)
     adapter/             final PEFT adapter (adapter_config.json + adapter_model.safetensors)
-    summary.json         losses, steps, throughput, peak memory, samples left out by the token budget
+    summary.json         losses, steps, throughput, padding fraction, peak memory, samples left out by the budget
+    tensorboard/         TensorBoard event files (train/loss, train/learning_rate, train/grad_norm, eval/loss)
+                         unless report_to: none
 
 Loss: summed cross-entropy over answer tokens (label HTML + EOS) of all micro-batches of an optimizer step,
 divided by their token count, so gradient accumulation gives the same gradient as one large batch. The data
@@ -43,6 +45,34 @@ from ocr_ft.train.modeling import (
 
 LogFn = Callable[[dict[str, Any]], None]
 CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+_BOARD_TAGS = {"loss": "train/loss", "lr": "train/learning_rate", "grad_norm": "train/grad_norm",
+               "eval_loss": "eval/loss"}
+
+
+class _TensorBoard:
+    """TensorBoard event files of the run (``tensorboard --logdir <run>/tensorboard``).
+
+    A resumed run purges events after its checkpoint's step, so the curve is written once, not twice.
+    """
+
+    def __init__(self, log_dir: Path, start_step: int):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise RuntimeError("report_to: tensorboard needs the tensorboard package (pip install tensorboard), "
+                               "or set report_to: none") from exc
+        # rows up to the checkpoint's step are kept; later ones (written by the killed process) are dropped
+        self.writer = SummaryWriter(str(log_dir), purge_step=start_step + 1 if start_step else None)
+
+    def write(self, row: dict[str, Any]) -> None:
+        for key, tag in _BOARD_TAGS.items():
+            if row.get(key) is not None:
+                self.writer.add_scalar(tag, float(row[key]), int(row["step"]))
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 @dataclass
@@ -79,14 +109,44 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=g).tolist()
 
 
-def step_micro_batches(n: int, config: TrainConfig, step: int) -> list[list[int]]:
-    """Sample indices of each micro-batch of optimizer step ``step`` (0-based, global)."""
+# With group_by_length, the shuffled epoch order is cut into chunks of this many optimizer steps and each
+# chunk is sorted by total tokens (longest first), as transformers' LengthGroupedSampler does with its
+# "megabatches": batches hold similar lengths; the batches are then shuffled (seed, epoch), so the step order
+# changes every epoch even when one chunk holds the whole dataset.
+LENGTH_GROUP_STEPS = 50
+
+
+def length_grouped_order(order: list[int], lengths: Sequence[int], chunk: int) -> list[int]:
+    """``order`` cut into chunks of ``chunk`` samples, each sorted by ``lengths`` descending (stable)."""
+    return [i for k in range(0, len(order), chunk)
+            for i in sorted(order[k:k + chunk], key=lambda i: -lengths[i])]
+
+
+def step_micro_batches(n: int, config: TrainConfig, step: int,
+                       lengths: Sequence[int] | None = None) -> list[list[int]]:
+    """Sample indices of each micro-batch of optimizer step ``step`` (0-based, global).
+
+    ``lengths`` (total tokens per sample) is required when ``config.group_by_length`` is on.
+    """
     nums = schedule_numbers(n, config)
     epoch, j = divmod(step, nums["steps_per_epoch"])
     order = epoch_order(n, config.seed, epoch)
     bs, ga = config.per_device_batch_size, config.gradient_accumulation_steps
+    if config.group_by_length:
+        if lengths is None or len(lengths) != n:
+            raise ValueError(f"group_by_length needs the token length of each of the {n} samples")
+        order = length_grouped_order(order, lengths, bs * ga * LENGTH_GROUP_STEPS)
     batches = [order[i:i + bs] for i in range(0, n, bs)]
+    if config.group_by_length:  # the batches themselves in a seeded per-epoch order, not longest first
+        batches = [batches[k] for k in epoch_order(len(batches), config.seed + 1, epoch)]
     return batches[j * ga:(j + 1) * ga]
+
+
+def padding_fraction(batch_lists: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:
+    """Share of the padded token grid (batch x longest sample, summed over micro-batches) that is padding."""
+    grid = sum(len(b) * max(lengths[i] for i in b) for b in batch_lists if b)
+    real = sum(lengths[i] for b in batch_lists for i in b)
+    return 1.0 - real / grid if grid else 0.0
 
 
 class _PairDataset(torch.utils.data.Dataset):
@@ -327,12 +387,16 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
                    "val_samples": len(eval_records), "left_out": len(budget.left_out), "device": str(device),
                    "dtype": str(dtype).replace("torch.", ""), "resumed_from_step": resumed_from})
 
+    board = _TensorBoard(out / TENSORBOARD, start_step) if config.report_to == "tensorboard" else None
+
     def record(row: dict[str, Any]) -> None:
         if log_rows and log_rows[-1]["step"] == row["step"]:
             log_rows[-1].update(row)
         else:
             log_rows.append(row)
         atomic_write_jsonl(out / "loss_log.jsonl", log_rows)
+        if board is not None:
+            board.write(row)
 
     dataset = _PairDataset(budget.kept, data_dir)
     if start_step == 0 and config.eval_at_start and eval_records:
@@ -340,7 +404,7 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
         record({"step": 0, "eval_loss": ev})
         _emit(on_log, {"event": "eval", "step": 0, "total_steps": total, "eval_loss": ev})
 
-    step_lists = [step_micro_batches(n, config, s) for s in range(start_step, total)]
+    step_lists = [step_micro_batches(n, config, s, seq_tokens) for s in range(start_step, total)]
     batches = _batches(dataset, [b for lists in step_lists for b in lists], bundle, config.dataloader_workers)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -386,6 +450,8 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
                                      "log_history": log_rows}, config.save_total_limit)
             _emit(on_log, {"event": "checkpoint", "step": done, "total_steps": total, "path": str(path)})
 
+    if board is not None:
+        board.close()
     with atomic_dir(out / "adapter") as tmp:
         model.save_pretrained(tmp)
         __import__("ocr_ft.train.modeling", fromlist=["x"]).save_serving_files(tmp, bundle)  # issue 11: template + pixel budget
@@ -418,6 +484,9 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
         "steps_per_second": (total - start_step) / train_time if train_time else None,
         "samples_per_second": samples_done / train_time if train_time else None,
         "tokens_per_second": tokens_done / train_time if train_time else None,
+        "group_by_length": config.group_by_length,
+        "padding_fraction": padding_fraction([b for lists in step_lists for b in lists], seq_tokens),
+        "tensorboard_dir": TENSORBOARD if board is not None else None,
         "peak_memory_bytes": peak,
         "peak_memory_kind": peak_kind,
         "trainable_parameters": sum(p.numel() for p in params),

@@ -118,3 +118,62 @@ def test_gradient_checkpointing_and_vision_lora_train_the_same_step(tiny_config,
     a, b = (load_file(str(r.adapter_dir / "adapter_model.safetensors")) for r in runs)
     assert any(".visual." in k for k in a)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def board_scalars(run_dir, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_tensorboard_events_and_padding_fraction_are_written(trained_run):
+    result, _ = trained_run
+    s = result.summary
+    rows = read_rows(result.loss_log_path)
+    assert s["tensorboard_dir"] == "tensorboard" and any((result.output_dir / "tensorboard").glob("events.out.*"))
+    losses = board_scalars(result.output_dir, "train/loss")
+    assert [st for st, _ in losses] == [r["step"] for r in rows[1:]]
+    assert [v for _, v in losses] == pytest.approx([r["loss"] for r in rows[1:]], rel=1e-5)
+    assert [st for st, _ in board_scalars(result.output_dir, "eval/loss")] == [0, 8]
+    # the tiny tables differ in size, so batches of two carry some padding, never most of the grid
+    assert 0.0 < s["padding_fraction"] < 0.5 and s["group_by_length"] is False
+
+
+def test_length_grouping_keeps_every_sample_once_and_cuts_padding(tiny_config):
+    from ocr_ft.train.trainer import padding_fraction, step_micro_batches
+
+    rng = __import__("random").Random(0)
+    n, lengths = 64, [rng.randint(100, 2000) for _ in range(64)]
+    cfg = tiny_config.replace(num_epochs=2, max_steps=None)
+    grouped = cfg.replace(group_by_length=True)
+    steps = n // cfg.effective_batch_size
+    for c in (cfg, grouped):
+        for epoch in range(2):
+            lists = [b for s in range(epoch * steps, (epoch + 1) * steps) for b in step_micro_batches(n, c, s, lengths)]
+            assert sorted(i for b in lists for i in b) == list(range(n))
+    plain = [b for s in range(steps) for b in step_micro_batches(n, cfg, s, lengths)]
+    packed = [b for s in range(steps) for b in step_micro_batches(n, grouped, s, lengths)]
+    assert padding_fraction(packed, lengths) < padding_fraction(plain, lengths) / 2
+    # the epochs still mix: the step order of epoch 1 is not epoch 0's again, and not longest first
+    first = [step_micro_batches(n, grouped, s, lengths) for s in range(steps)]
+    second = [step_micro_batches(n, grouped, s, lengths) for s in range(steps, 2 * steps)]
+    assert first != second
+    assert max(lengths[i] for i in first[0][0]) != max(lengths)
+    with pytest.raises(ValueError, match="group_by_length needs"):
+        step_micro_batches(n, grouped, 0)
+
+
+def test_resumed_run_writes_each_tensorboard_step_once(tiny_config, table_data, tmp_path):
+    out = tmp_path / "run"
+    cfg = tiny_config.replace(max_steps=4, eval_at_start=False, max_eval_samples=0)
+
+    def kill_at_step_3(row):
+        if row["event"] == "train" and row["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, table_data["train"], [], table_data["data_dir"], out, on_log=kill_at_step_3)
+    train(cfg, table_data["train"], [], table_data["data_dir"], out)
+    assert [st for st, _ in board_scalars(out, "train/loss")] == [1, 2, 3, 4]
