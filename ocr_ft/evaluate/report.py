@@ -80,6 +80,23 @@ def _unscored_note(d: dict) -> str:
     return f", TEDS unscored and counted as 0: base {counts[0]}, fine-tuned {counts[1]}"
 
 
+class IncomparableRuns(ValueError):
+    """Two runs scored differently (TEDS mode, text normalisation): their figures cannot be compared."""
+
+
+def check_comparable(base: EvalRun, finetuned: EvalRun) -> None:
+    """Raise :class:`IncomparableRuns` naming both runs when they were scored in different TEDS modes or
+    with different text normalisation (``meta`` ``teds_mode`` / ``normalization``; a run that does not
+    record its normalisation is taken to use the current one)."""
+    from .runner import NORMALIZATION
+
+    for key, default in (("teds_mode", "nested"), ("normalization", NORMALIZATION)):
+        a, b = base.meta.get(key, default), finetuned.meta.get(key, default)
+        if a != b:
+            raise IncomparableRuns(f"cannot compare run {base.name!r} with run {finetuned.name!r}: scored with "
+                                   f"{key} {a!r} vs {b!r}; score both the same way (e.g. ocr-ft score --mode)")
+
+
 def compare(base: EvalRun, finetuned: EvalRun, tolerance: float = 0.0) -> dict[str, Any]:
     """Fine-tuned against base on the samples both runs hold (matched by key).
 
@@ -91,6 +108,7 @@ def compare(base: EvalRun, finetuned: EvalRun, tolerance: float = 0.0) -> dict[s
     ``throughput_pages_per_s`` compares the two runs' whole-run throughput (not restricted to the common
     samples; ``None`` where a run does not record it).
     """
+    check_comparable(base, finetuned)
     common = {s.key for s in base.samples} & {s.key for s in finetuned.samples}
     b = [s for s in base.samples if s.key in common]
     f = [s for s in finetuned.samples if s.key in common]

@@ -31,6 +31,8 @@ from .teds_metric import teds_batch
 PREDICTIONS_FILE = "predictions.jsonl"
 SESSIONS_FILE = "prediction_sessions.json"
 RUN_FILE = "eval_run.json"
+# How text is compared; recorded in every run's meta so that runs scored differently are never compared.
+NORMALIZATION = "cells NFC + whitespace collapsed; nested TEDS under NFKC; GriTS content LCS"
 
 
 class TestSetError(ValueError):
@@ -230,7 +232,8 @@ def score(
             raw_output=p.get("raw") or "", teds=t.teds, teds_s=t.teds_s, teds_timed_out=t.timed_out,
             teds_error=t.error, **safe_sample_metrics(p.get("html") or "", s.gt_html, f"{s.key} ({s.image_path})"),
         ))
-    return EvalRun(name=name, samples=results, meta={"teds_mode": mode, **(meta or {})})
+    return EvalRun(name=name, samples=results, meta={**(meta or {}), "teds_mode": mode,
+                                                     "normalization": NORMALIZATION})
 
 
 def evaluate(

@@ -45,3 +45,20 @@ def test_table_f1_is_grits_on_html():
     m = sample_metrics(split, gt)
     assert m["topology_f1"] == pytest.approx(scores["topology"].f1)
     assert table_f1("", gt)["content"].f1 == 0.0
+
+
+def test_compare_refuses_runs_scored_differently():
+    from ocr_ft.evaluate.report import IncomparableRuns, compare
+    from ocr_ft.evaluate.runner import TestSample, score
+
+    samples = [TestSample("a", "a.png", "<table><tr><td>1</td></tr></table>", "plain", "x", 1)]
+    preds = {"a": {"html": "<table><tr><td>1</td></tr></table>", "latency_s": 0.1}}
+    nested = score(samples, preds, "base", mode="nested", workers=1)
+    pub = score(samples, preds, "ft", mode="pubtabnet", workers=1)
+    assert compare(nested, score(samples, preds, "ft", mode="nested", workers=1))["regression"] is False
+    with pytest.raises(IncomparableRuns, match="teds_mode 'nested' vs 'pubtabnet'"):
+        compare(nested, pub)
+    pub.meta["teds_mode"] = "nested"
+    pub.meta["normalization"] = "NFKC everywhere"
+    with pytest.raises(IncomparableRuns, match="normalization"):
+        compare(nested, pub)
