@@ -2,8 +2,9 @@
 
 Everything here is plain data: tuples (never sets, so iteration order is fixed and generation stays
 deterministic). Names of companies and people are invented; bank names are the real Korean banks, used only
-as labels next to random numbers. Text avoids characters that NFKC normalisation changes (full-width forms,
-circled or parenthesised ideographs, Roman-numeral code points), so the label text equals what is drawn.
+as labels next to random numbers. Labels are NFC, never NFKC-folded (ocr_ft.tables.normalize_text), so
+characters such as full-width forms, ㈜, ① or Ⅱ would stay in the label exactly as drawn; the pools below
+were written without them and can take them as they are.
 """
 
 from __future__ import annotations
