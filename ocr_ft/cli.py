@@ -11,6 +11,7 @@ COMMANDS = {
     "train": ("ocr_ft.train.cli", "main", "train / dry-run / build the tiny model / merge an adapter"),
     "evaluate": ("ocr_ft.evaluate.cli", "evaluate_main", "evaluate a model or endpoint on a test JSONL"),
     "teds": ("ocr_ft.evaluate.cli", "teds_main", "TEDS of PubTabNet-style prediction/ground-truth files"),
+    "score": ("ocr_ft.evaluate.cli", "score_main", "score predictions: TEDS, TEDS-S, GriTS, CER, nesting"),
     "inspect-format": ("ocr_ft.train.inspect_format", "main", "show the exact training / eval / served prompt"),
     "dart": ("ocr_ft.sources.dart_cli", "main", "DART tools: `ocr-ft dart extract DOCUMENT --out DIR`"),
 }

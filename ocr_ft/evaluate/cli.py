@@ -1,4 +1,8 @@
-"""``ocr-ft evaluate`` and ``ocr-ft teds``.
+"""``ocr-ft evaluate``, ``ocr-ft teds`` and ``ocr-ft score``.
+
+``ocr-ft score --pred P.json --gt G.json [--metrics teds,teds_s,grits_con,grits_top,cer,nesting] [--mode nested|pubtabnet]``
+    Scores any system's predictions (the files ``ocr-ft teds`` takes); prints one JSON object with per-file
+    and overall figures (see :func:`score_main`).
 
 ``ocr-ft evaluate --test-set TEST.jsonl (--endpoint URL | --model DIR [--adapter DIR]) [--data-dir DIR] --out DIR``
     Predict every test image (resumably: predictions are saved to OUT every ``--save-every`` samples and a
@@ -78,6 +82,75 @@ def teds_main(argv: list[str] | None = None) -> int:
         print(f"ocr-ft teds: {len(failed)} of {len(names)} pair(s) not scored (null in the output)", file=sys.stderr)
         return 1
     return 0
+
+
+# --------------------------------------------------------------------------------------------- score
+SCORE_METRICS = ("teds", "teds_s", "grits_con", "grits_top", "cer", "nesting")
+
+
+def score_main(argv: list[str] | None = None) -> int:
+    """``ocr-ft score``: any system's PubTabNet-style predictions, per file and overall, as one JSON object
+    ``{"mode", "metrics", "files": {name: {metric: value, "error": ...}}, "overall": {metric: mean}}`` (CER
+    overall is the corpus rate; a pair that could not be scored has ``null`` figures, its reason in
+    ``error`` and on stderr, and makes the exit code 1)."""
+    from .metrics import char_errors, error_rate, safe_sample_metrics, table_text
+
+    ap = argparse.ArgumentParser(prog="ocr-ft score", description="score PubTabNet-style prediction files")
+    ap.add_argument("--pred", required=True, help="JSON: name -> {\"html\": ...} (or name -> html)")
+    ap.add_argument("--gt", required=True, help="JSON: name -> {\"html\": ...}")
+    ap.add_argument("--metrics", default=",".join(SCORE_METRICS),
+                    help=f"comma-separated, any of {','.join(SCORE_METRICS)} (default: all)")
+    ap.add_argument("--mode", choices=MODES, default="nested", help="TEDS mode (default nested)")
+    ap.add_argument("--workers", type=int, default=None, help="TEDS processes (default: CPU count)")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per table for TEDS")
+    args = ap.parse_args(argv)
+    wanted = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - set(SCORE_METRICS))
+    if unknown or not wanted:
+        return _err(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; expected some of "
+                    f"{', '.join(SCORE_METRICS)}")
+    try:
+        gt = _load_html_map(args.gt, "ground-truth")
+        pred = _load_html_map(args.pred, "prediction")
+    except ValueError as exc:
+        return _err(str(exc))
+    names = list(gt)
+    teds_results = (teds_batch([(pred.get(n, ""), gt[n]) for n in names], args.mode, args.workers, args.timeout)
+                    if {"teds", "teds_s"} & set(wanted) else [None] * len(names))
+    files: dict[str, dict] = {}
+    cer_edits = cer_len = 0
+    for name, t in zip(names, teds_results):
+        p = pred.get(name, "")
+        row: dict = {}
+        errors = []
+        if t is not None:
+            row["teds"], row["teds_s"] = t.teds, t.teds_s
+            if t.teds is None:
+                errors.append(t.error or "TEDS timed out")
+        if {"grits_con", "grits_top", "cer", "nesting"} & set(wanted):
+            m = safe_sample_metrics(p, gt[name], name)
+            if m.get("metric_error"):
+                errors.append(m["metric_error"])
+                row.update(grits_con=None, grits_top=None, cer=None, nesting=None)
+            else:
+                row.update(grits_con=m["content_f1"], grits_top=m["topology_f1"], cer=m["cer"],
+                           nesting=float(m["depth_pred"] == m["depth_gt"]))
+                cer_edits += m["cer_edits"]
+                cer_len += m["cer_ref_len"]
+        files[name] = {k: row.get(k) for k in wanted}
+        files[name]["error"] = "; ".join(errors) or None
+        for e in errors:
+            print(f"ocr-ft score: {name}: not scored: {e}", file=sys.stderr)
+    overall: dict = {"n": len(names)}
+    for metric in wanted:
+        values = [f[metric] for f in files.values() if f[metric] is not None]
+        overall[metric] = sum(values) / len(values) if values else None
+    if "cer" in wanted:
+        overall["cer"] = error_rate(cer_edits, cer_len) if any(f["cer"] is not None for f in files.values()) else None
+    failed = [n for n, f in files.items() if f["error"]]
+    overall["unscored"] = len(failed)
+    print(json.dumps({"mode": args.mode, "metrics": wanted, "files": files, "overall": overall}, ensure_ascii=False))
+    return 1 if failed else 0
 
 
 # ------------------------------------------------------------------------------------------ evaluate

@@ -62,3 +62,32 @@ def test_compare_refuses_runs_scored_differently():
     pub.meta["normalization"] = "NFKC everywhere"
     with pytest.raises(IncomparableRuns, match="normalization"):
         compare(nested, pub)
+
+
+def _write(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
+def test_score_cli_per_file_and_overall(tmp_path, capsys):
+    from ocr_ft.cli import main
+
+    gt = {"a": {"html": "<table><tr><td>자산</td><td>1</td></tr></table>"},
+          "b": {"html": "<table><tr><td colspan=2>합계</td></tr><tr><td>1</td><td>2</td></tr></table>"}}
+    pred = {"a": gt["a"]["html"], "b": "<table><tr><td>합계</td><td></td></tr><tr><td>1</td><td>2</td></tr></table>"}
+    args = ["score", "--pred", _write(tmp_path, "p.json", pred), "--gt", _write(tmp_path, "g.json", gt)]
+    assert main(args + ["--metrics", "teds,grits_top,cer,nesting", "--mode", "pubtabnet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mode"] == "pubtabnet" and set(out["files"]["a"]) == {"teds", "grits_top", "cer", "nesting", "error"}
+    assert out["files"]["a"]["teds"] == 1.0 and out["files"]["a"]["grits_top"] == 1.0
+    assert out["files"]["b"]["grits_top"] == pytest.approx(table_f1(pred["b"], gt["b"]["html"])["topology"].f1)
+    assert out["overall"]["grits_top"] == pytest.approx((1.0 + out["files"]["b"]["grits_top"]) / 2)
+    assert main(args + ["--metrics", "teds,bleu"]) == 2
+    assert "bleu" in capsys.readouterr().err
+    bomb = "<table>" + '<tr><td rowspan="1000" colspan="1000">x</td></tr>' * 50 + "</table>"
+    args = ["score", "--pred", _write(tmp_path, "p2.json", {"a": bomb}), "--gt", _write(tmp_path, "g2.json", {"a": bomb})]
+    assert main(args + ["--metrics", "grits_con,cer"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["files"]["a"]["error"].startswith("a: too_large")
+    assert "a: not scored: a: too_large" in captured.err
