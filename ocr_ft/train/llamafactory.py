@@ -82,6 +82,9 @@ def write_llamafactory_config(config: TrainConfig, path: str | Path, dataset_dir
     header = (
         "# LLaMA-Factory (>= 0.9.5, template glm_ocr) equivalent of the ocr-ft training config.\n"
         "# Run: llamafactory-cli train THIS_FILE\n"
+        "# Format: glm_ocr renders [gMASK]<sop><|user|>\\n<|begin_of_image|>...<|end_of_image|>Table Recognition:\n"
+        "# <|assistant|>\\n{html}<|endoftext|>, the text ocr-ft trains on and a server sends by default (no think\n"
+        "# block); it also puts the loss on the \\n after <|assistant|> (see the export's README.md).\n"
         "# Note: LLaMA-Factory truncates to cutoff_len; the ocr-ft export leaves out samples whose estimated\n"
         "# tokens exceed it (`ocr-ft train --dry-run` counts them exactly with the model's tokenizer).\n"
     )

@@ -143,3 +143,32 @@ def test_generation_budget_covers_the_longest_label(tiny_model_dir, table_data):
     assert generation_budget(tok, [], minimum=64) == 64
     with pytest.raises(ValueError, match="margin"):
         generation_budget(tok, labels, margin=-1)
+
+
+def test_llamafactory_export_trains_the_same_text(tiny_model_dir, tmp_path):
+    """The export's user/assistant turns, rendered the way LLaMA-Factory's glm_ocr template does
+    (``<|user|>\\n{content}<|assistant|>`` + ``\\n{answer}<|endoftext|>``, image placeholder expanded to the
+    image block), give exactly the text ocr-ft trains on; the README states the one difference."""
+    from PIL import Image
+    from transformers import AutoTokenizer
+
+    from ocr_ft.dataset.export import export_llamafactory
+    from ocr_ft.dataset.records import Record
+    from ocr_ft.train.inputs import ANSWER_PREFIX, render_prompt
+
+    (tmp_path / "d").mkdir()
+    Image.new("RGB", (56, 56), "white").save(tmp_path / "d" / "a.png")
+    html = "  <table><tr><td>자산</td></tr></table>\n"
+    rec = Record(image_path="a.png", ground_truth_html=html, nesting_level=1, source="existing",
+                 category="plain", metadata={}, content_hash="h", image_sha256="ab" * 32,
+                 image_width=56, image_height=56)
+    export_llamafactory({"train": [rec]}, tmp_path / "d", tmp_path / "out")
+    row = json.loads((tmp_path / "out" / "train_sharegpt.json").read_text())[0]
+    user, answer = row["messages"][0]["content"], row["messages"][1]["content"]
+    lf_text = ("[gMASK]<sop>" + "<|user|>\n" + user.replace("<image>", "<|begin_of_image|><|image|><|end_of_image|>")
+               + "<|assistant|>" + "\n" + answer + "<|endoftext|>")
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ours = render_prompt(tok, "Table Recognition:") + ANSWER_PREFIX + html.strip() + "<|endoftext|>"
+    assert lf_text == ours
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "supervised" in readme and "<think></think>" in readme
