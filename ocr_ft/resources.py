@@ -95,9 +95,12 @@ class WikiResource(_ApiResource):
     min_interval: float = 0.2
 
     def client(self, paths: OcrFtPaths):
-        from .sources.wiki import WikiClient
+        """The client; raises :class:`~ocr_ft.sources.wiki.WikiUserAgentError` (naming OCR_FT_WIKI_USER_AGENT)
+        when the User-Agent has no URL or e-mail."""
+        from .sources.wiki import WikiClient, check_user_agent
 
-        return WikiClient(api_url=self.api_url, user_agent=self.user_agent, **self._common(paths, "wiki"))
+        return WikiClient(api_url=self.api_url, user_agent=check_user_agent(self.user_agent),
+                          **self._common(paths, "wiki"))
 
 
 def default_resources() -> dict:

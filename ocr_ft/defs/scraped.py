@@ -102,9 +102,12 @@ class WikiConfig(dg.Config):
           description="Cleaned wikitables of one batch of Korean Wikipedia pages (CC BY-SA 4.0, attribution in metadata).")
 def wiki(context: dg.AssetExecutionContext, config: WikiConfig, paths: OcrFtPaths, wiki: WikiResource,
          renderer: RendererResource) -> dg.MaterializeResult:
-    from ..sources.wiki import collect_wiki, resolve_pages
+    from ..sources.wiki import WikiUserAgentError, collect_wiki, resolve_pages
 
-    client = wiki.client(paths)
+    try:
+        client = wiki.client(paths)
+    except WikiUserAgentError as exc:  # refuse to start: Wikimedia may block an anonymous client without notice
+        raise dg.Failure(description=str(exc)) from None
     titles = resolve_pages(client, read_page_list(config.pages_file), config.categories)
     batch = [t for t in titles if wiki_batch_key(t, WIKI_BATCHES) == context.partition_key]
     context.log.info(f"{len(batch)} of {len(titles)} pages fall in {context.partition_key}")

@@ -50,6 +50,7 @@ class PendingTable:
     display_html: str
     label_html: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    css: str | None = None  # the look the source wants (e.g. a wikitable's); None: the batch's css
 
 
 def _render_error_text(err: Any) -> str:
@@ -82,7 +83,7 @@ def render_pending(
     """
     if not pending:
         return [], []
-    items = [(p.display_html, css) for p in pending]
+    items = [(p.display_html, p.css if p.css is not None else css) for p in pending]
     results = renderer.render_many(items, progress=progress)
     if len(results) != len(pending):
         raise RuntimeError(f"renderer returned {len(results)} results for {len(pending)} tables")
@@ -281,5 +282,5 @@ def split_pending(
         meta = {**table.metadata, "rows": header + e - s,
                 "window": {"index": k, "count": len(windows), "header_rows": header, "rows": [s, e],
                            "of": table.original_filename, "display": "cut" if display_lines_up else "label"}}
-        out.append(PendingTable(f"{stem}_p{k:02d}{ext}", display, label, meta))
+        out.append(PendingTable(f"{stem}_p{k:02d}{ext}", display, label, meta, table.css))
     return out, []

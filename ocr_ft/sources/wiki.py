@@ -39,7 +39,10 @@ from lxml.html import HtmlElement
 
 from ..dataset.records import Reject, SourceResult
 from ..tables import TableParseError, normalize_html
-from .scraped_common import PendingTable, measure_label, reject_reasons, render_pending, size_refusal
+from ..tables import parse_span
+from .scraped_common import (
+    PendingTable, measure_label, reject_reasons, render_pending, size_refusal, split_pending,
+)
 from .http import (
     DEFAULT_USER_AGENT, ApiError, HttpClient, Response, RetryableResponse, RetryPolicy, json_or_retry,
 )
@@ -58,6 +61,35 @@ _DROP_TAGS = {"style", "script", "link", "meta", "img", "figure", "audio", "vide
               "svg", "input", "button"}
 _KEEP_ATTRS = {"rowspan", "colspan"}
 _HIDDEN = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
+
+
+USER_AGENT_ENV = "OCR_FT_WIKI_USER_AGENT"
+_CONTACT = re.compile(r"https?://\S+|[\w.+-]+@[\w-]+(\.[\w-]+)+")
+
+#: The look of a MediaWiki ``wikitable`` (Vector skin): grey header cells, 1px borders, collapsed.
+WIKITABLE_CSS = (
+    "table{background:#f8f9fa;color:#202122;border:1px solid #a2a9b1;border-collapse:collapse;font-size:14px;"
+    "line-height:1.6;}"
+    "th,td{border:1px solid #a2a9b1;padding:0.2em 0.4em;}"
+    "th{background:#eaecf0;text-align:center;font-weight:bold;}"
+)
+
+
+class WikiUserAgentError(ValueError):
+    """The User-Agent carries no contact information (a URL or an e-mail), which Wikimedia's policy asks for."""
+
+
+def check_user_agent(user_agent: str | None) -> str:
+    """``user_agent`` when it carries a URL or an e-mail address, else :class:`WikiUserAgentError` saying what
+    to set (Wikimedia may block clients without contact information without notice)."""
+    ua = (user_agent or "").strip()
+    if not _CONTACT.search(ua):
+        raise WikiUserAgentError(
+            f"the wiki User-Agent {ua!r} has no contact information; Wikimedia's User-Agent policy asks for a URL "
+            f"or an e-mail address. Set {USER_AGENT_ENV}, e.g. {USER_AGENT_ENV}='ocr-ft/0.1 "
+            f"(https://example.org/contact; ml-team@example.org)'"
+        )
+    return ua
 
 
 class WikiError(ApiError):
@@ -252,6 +284,20 @@ class WikiTable:
     n_rows: int
     n_cols: int
     text_length: int
+    error: str = ""  # why the table could not be read (``span_invalid: ...`` or the exception's type and message)
+
+
+def _refused_span(display: str) -> str:
+    """The first numeric rowspan/colspan the table model refuses (thousands of digits, over its limit), or ""."""
+    root = lxml.html.fromstring(display)
+    for cell in root.iter("td", "th"):
+        for name in ("rowspan", "colspan"):
+            raw = cell.get(name)
+            if raw is not None and re.match(r"\s*\d", raw):
+                _, problem = parse_span(raw, name)
+                if problem:
+                    return problem
+    return ""
 
 
 def _heading_text(el: HtmlElement) -> str:
@@ -274,13 +320,20 @@ def extract_wikitables(html: str) -> list[WikiTable]:
         if el.tag in ("h2", "h3", "h4", "h5", "h6"):
             heading = _heading_text(el)
         elif _is_wikitable(el) and not any(_is_wikitable(a) for a in el.iterancestors()):
-            display = clean_table(el)
+            display, label, n_rows, n_cols, text, error = "", "", 0, 0, 0, ""
             try:
-                label = normalize_html(display)
-                n_rows, n_cols, text = measure_label(label)
+                display = clean_table(el)
+                bad = _refused_span(display)
+                if bad:
+                    error = f"span_invalid: {bad}"
+                else:
+                    label = normalize_html(display)
+                    n_rows, n_cols, text = measure_label(label)
             except TableParseError:
                 label, n_rows, n_cols, text = "", 0, 0, 0
-            out.append(WikiTable(len(out) + 1, heading, display, label, n_rows, n_cols, text))
+            except Exception as exc:  # any failure is this table's, named in its reject
+                error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            out.append(WikiTable(len(out) + 1, heading, display, label, n_rows, n_cols, text, error))
     return out
 
 
@@ -328,6 +381,30 @@ def resolve_pages(
 # --------------------------------------------------------------------------------------------------
 # collect_wiki
 # --------------------------------------------------------------------------------------------------
+
+
+def table_pending(
+    t: WikiTable, filename: str, meta: dict[str, Any], *, min_rows: int = 2, min_cols: int = 2,
+    max_rows: int | None = 200, where: str = "",
+) -> tuple[list[PendingTable], list[Reject]]:
+    """What one wikitable becomes: pairs to render (the cleaned table drawn with :data:`WIKITABLE_CSS`, its
+    normalised form the label; row windows when it is over the token budget) or a reject with its reason."""
+    where = where or filename
+    if t.error:
+        reason = "span_invalid" if t.error.startswith("span_invalid") else "table_failed"
+        return [], [Reject(SOURCE, filename, "load", reason, f"{where}: {t.error}", extra=meta)]
+    if not t.label_html:
+        return [], [Reject(SOURCE, filename, "load", "table_unreadable",
+                           f"{where}: nothing table-like left after cleaning", extra=meta)]
+    refusal = size_refusal(t.n_rows, t.n_cols, t.text_length, min_rows=min_rows, min_cols=min_cols, max_rows=None)
+    if refusal:
+        return [], [Reject(SOURCE, filename, "load", refusal[0], f"{where}: {refusal[1]}", extra=meta)]
+    try:
+        return split_pending(SOURCE, PendingTable(filename, t.display_html, t.label_html, meta, WIKITABLE_CSS),
+                             max_rows=max_rows)
+    except Exception as exc:
+        return [], [Reject(SOURCE, filename, "load", "table_failed", f"{where}: {type(exc).__name__}: {exc}",
+                           extra=meta)]
 
 
 def collect_wiki(
@@ -379,17 +456,16 @@ def collect_wiki(
         for t in tables:
             filename = f"wiki_{page.pageid}_{t.index:03d}.png"
             meta = {**attribution, "table_index": t.index, "heading": t.heading, "rows": t.n_rows, "cols": t.n_cols}
-            if not t.label_html:
-                refusal: tuple[str, str] | None = ("table_unreadable", "nothing table-like left after cleaning")
-            else:
-                refusal = size_refusal(t.n_rows, t.n_cols, t.text_length, min_rows=min_rows, min_cols=min_cols,
-                                       max_rows=max_rows)
-            if refusal:
-                result.rejects.append(Reject(SOURCE, filename, "load", refusal[0],
-                                             f"page {page.title!r} table {t.index}: {refusal[1]}", extra=meta))
-            elif max_tables_per_page is None or kept < max_tables_per_page:
-                kept += 1
-                pending.append(PendingTable(filename, t.display_html, t.label_html, meta))
+            windows, refused = table_pending(t, filename, meta, min_rows=min_rows, min_cols=min_cols,
+                                             max_rows=max_rows, where=f"page {page.title!r} table {t.index}")
+            if windows and max_tables_per_page is not None and kept >= max_tables_per_page:
+                result.rejects.append(Reject(SOURCE, filename, "load", "over_cap",
+                                             f"page {page.title!r} table {t.index}: beyond max_tables_per_page "
+                                             f"{max_tables_per_page}", extra=meta))
+                continue
+            kept += bool(windows)
+            pending += windows
+            result.rejects += refused
     if progress is not None and titles:
         progress(len(titles), len(titles))
     pairs, render_rejects = render_pending(SOURCE, pending, renderer, css=css, progress=progress)

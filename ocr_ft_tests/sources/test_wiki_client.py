@@ -191,3 +191,89 @@ def test_batches_are_stable_when_pages_are_added():
     assert list(before) == wiki_batch_keys(8) == [f"batch-{i:03d}" for i in range(8)]
     assert sorted(t for ts in before.values() for t in ts) == sorted(pages)
     assert wiki_batches(["가", " 가 ", ""], 2) == {**{k: [] for k in wiki_batch_keys(2)}, wiki_batch_key("가", 2): ["가"]}
+
+
+# ---- User-Agent, real excerpt, hostile tables, caps ----------------------------------------------------
+
+
+def test_user_agent_must_carry_contact_information():
+    from ocr_ft.sources.wiki import WikiUserAgentError, check_user_agent
+
+    for ok_ua in ("ocr-ft/0.1 (ml@bank.example)", "ocr-ft/0.1 (https://bank.example/ocr)"):
+        assert check_user_agent(ok_ua) == ok_ua
+    for bad in ("", "ocr-ft/0.1", "ocr-ft/0.1 (table-recognition dataset builder; set OCR_FT_WIKI_USER_AGENT)"):
+        with pytest.raises(WikiUserAgentError, match="OCR_FT_WIKI_USER_AGENT"):
+            check_user_agent(bad)
+
+
+def real_excerpt() -> str:
+    from factories import shared_external
+
+    return shared_external("real", "wiki", "enwiki_2014_wikitable_excerpt.html").read_text(encoding="utf-8")
+
+
+def test_real_excerpt_keeps_superscript_two_in_label_and_drawn_html():
+    import lxml.html
+
+    from ocr_ft.sources.wiki import WIKITABLE_CSS, table_pending
+    from ocr_ft.tables import normalize_text, parse_tables
+
+    (t,) = extract_wikitables(real_excerpt())
+    pending, rejects = table_pending(t, "wiki_1_001.png", {})
+    assert not rejects and len(pending) == 1
+    p = pending[0]
+    label_cells = [c.text for c in parse_tables(p.label_html)[0].cells()]
+    assert label_cells.count("km²") == 3 and "km2" not in p.label_html
+    assert "Alaska" in label_cells and "1,723,337" in label_cells and "85.76%" in label_cells
+    # what is drawn is the label's text cell for cell (sort keys, hidden values, references, flags gone)
+    drawn = lxml.html.fromstring(p.display_html)
+    drawn_cells = [normalize_text(c.text_content()) for c in drawn.iter("td", "th")]
+    assert drawn_cells == label_cells
+    assert p.css == WIKITABLE_CSS and "#eaecf0" in p.css and "border" in p.css
+
+
+def test_hostile_spans_and_failures_are_rejects_naming_the_table(wiki, fake_renderer, tmp_path, monkeypatch):
+    import ocr_ft.sources.wiki as wiki_mod
+
+    huge = "9" * 5000
+    html = ("<div><table class='wikitable'><tr><th colspan='%s'>a</th><th>b</th></tr><tr><td>1</td><td>2</td></tr>"
+            "</table><table class='wikitable'><tr><th>x</th><th>y</th></tr><tr><td>BOOM</td><td>2</td></tr></table>"
+            "<table class='wikitable'><tr><th>p</th><th>q</th></tr><tr><td>3</td><td>4</td></tr></table>"
+            "<table class='wikitable'><tr><th>r</th><th>s</th></tr><tr><td>5</td><td>6</td></tr></table></div>") % huge
+    real_clean = wiki_mod.clean_table
+
+    def clean(el):
+        if "BOOM" in el.text_content():
+            raise RuntimeError("cleaner exploded")
+        return real_clean(el)
+
+    monkeypatch.setattr(wiki_mod, "clean_table", clean)
+    wiki.route("/w/api.php", lambda params: wiki_mod_reply(params, html))
+    result = collect_wiki(make_client(wiki, tmp_path), ["적대적 문서"], fake_renderer, max_tables_per_page=1)
+    reasons = sorted((r.original_filename, r.reason) for r in result.rejects)
+    assert reasons == [("wiki_9_001.png", "span_invalid"), ("wiki_9_002.png", "table_failed"),
+                       ("wiki_9_004.png", "over_cap")]
+    assert [p.original_filename for p in result.pairs] == ["wiki_9_003.png"]
+    failed = next(r for r in result.rejects if r.reason == "table_failed")
+    assert "RuntimeError" in failed.detail and "cleaner exploded" in failed.detail and "적대적 문서" in failed.detail
+    assert result.stats["reject_reasons"]["over_cap"] == 1
+
+
+def wiki_mod_reply(params, html):
+    from conftest import Reply
+
+    return Reply(200, parse_reply("적대적 문서", 9, 10, html))
+
+
+def test_long_wikitable_is_split_into_windows_with_its_header(wiki, fake_renderer, tmp_path):
+    rows = "".join(f"<tr><td>{i}번째 은행 이름이 제법 긴 항목</td><td>{i * 1000:,}</td></tr>" for i in range(400))
+    html = f"<div><table class='wikitable'><tr><th>은행</th><th>자산</th></tr>{rows}</table></div>"
+    wiki.route("/w/api.php", lambda params: wiki_mod_reply(params, html))
+    result = collect_wiki(make_client(wiki, tmp_path), ["긴 문서"], fake_renderer)
+    assert not result.rejects and len(result.pairs) >= 2
+    seen = []
+    for p in result.pairs:
+        assert p.html.startswith("<table><tr><th>은행</th><th>자산</th></tr>")
+        assert p.metadata["window"]["count"] == len(result.pairs)
+        seen += [c.text for c in __import__("ocr_ft.tables", fromlist=["x"]).parse_tables(p.html)[0].cells()][2:]
+    assert seen[::2] == [f"{i}번째 은행 이름이 제법 긴 항목" for i in range(400)]  # every row once, in order
