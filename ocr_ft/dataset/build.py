@@ -25,7 +25,7 @@ from .records import RawPair, Record, Reject, SourceResult, split_manifest
 from .splits import SplitConfig, leakage, make_splits
 from .validate import ValidationLimits, validate_all
 
-VALIDATION_VERSION = "1"  # bump when validate_pair's output changes, so cached per-pair results are redone
+VALIDATION_VERSION = "2"  # 2: labels NFC not NFKC, hostile-input rejects. Bump when validate_pair's output changes, so cached per-pair results are redone
 
 
 def manifest_path(data_dir: Path, source: str, partition: str) -> Path:
