@@ -126,18 +126,20 @@ def _records(data_dir: Path, n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def bench_cpu_tiny(steps: int) -> dict:
+def bench_cpu_tiny(steps: int, group_by_length: bool = False, records: int = 32) -> dict:
     from ocr_ft.train.tiny import build_tiny_model
     from ocr_ft.train.trainer import train
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        recs = _records(tmp / "data", 32)
+        recs = _records(tmp / "data", records)
         model_dir = build_tiny_model(tmp / "tiny", [r["ground_truth_html"] for r in recs])
         cfg = load_config(TINY_CONFIG_PATH, base_model=str(model_dir), max_steps=steps, eval_at_start=False,
-                          max_eval_samples=0, save_steps=10_000)
+                          max_eval_samples=0, save_steps=10_000, group_by_length=group_by_length, report_to="none")
         s = train(cfg, recs, [], tmp / "data", tmp / "out", device="cpu").summary
     return {
+        "group_by_length": group_by_length,
+        "padding_fraction": round(s["padding_fraction"], 4),
         "device": "cpu",
         "threads": torch.get_num_threads(),
         "steps": s["session_steps"],
@@ -293,8 +295,11 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     cpu = bench_cpu_tiny(a.cpu_steps)
-    print(f"tiny CPU: {cpu['steps_per_s']} steps/s, {cpu['samples_per_s']} samples/s, {cpu['tokens_per_s']} tokens/s",
-          file=sys.stderr)
+    grouped = bench_cpu_tiny(a.cpu_steps, group_by_length=True)
+    for run in (cpu, grouped):
+        print(f"tiny CPU (group_by_length={run['group_by_length']}): {run['steps_per_s']} steps/s, "
+              f"{run['samples_per_s']} samples/s, {run['tokens_per_s']} tokens/s, padding {run['padding_fraction']}",
+              file=sys.stderr)
     gpu, gpu_note = None, "skipped: torch.cuda.is_available() is false"
     if torch.cuda.is_available():
         gpu, gpu_note = bench_full_size(a.gpu_steps, peak_flops=a.peak_tflops * 1e12 if a.peak_tflops else None), None
@@ -310,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "train",
         "cpu_tiny": cpu,
+        # the same run with micro-batches grouped by total tokens: tokens/s and padding side by side
+        "cpu_tiny_length_grouped": grouped,
+        "cpu_tokens_per_s_plain_vs_grouped": [cpu["tokens_per_s"], grouped["tokens_per_s"]],
+        "cpu_padding_fraction_plain_vs_grouped": [cpu["padding_fraction"], grouped["padding_fraction"]],
         "gpu_full_size": gpu,
         "gpu_note": gpu_note,
         "targets": TARGETS,

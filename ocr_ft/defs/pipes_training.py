@@ -89,6 +89,10 @@ def main() -> None:
             "tokens_per_second": s["tokens_per_second"],
             "peak_memory_mib": round(s["peak_memory_bytes"] / 2**20, 1) if s.get("peak_memory_bytes") else None,
             "trainable_parameters": s["trainable_parameters"],
+            "padding_fraction": round(s["padding_fraction"], 4) if s.get("padding_fraction") is not None else None,
+            "group_by_length": s.get("group_by_length"),
+            "tensorboard_dir": ({"raw_value": str(out / s["tensorboard_dir"]), "type": "path"}
+                                if s.get("tensorboard_dir") else None),
             "base_model": config.base_model,
             "adapter_path": {"raw_value": str(result.adapter_dir), "type": "path"},
             "output_dir": {"raw_value": str(out), "type": "path"},

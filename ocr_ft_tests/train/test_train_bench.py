@@ -61,3 +61,13 @@ def test_gpu_step_code_runs_on_cpu_with_a_tiny_config(bench):
     with_peak = bench.bench_full_size(1, device="cpu", cfg=cfg, warmup=0, batch=1, grid=4, text_len=8,
                                       answer_len=4, peak_flops=1e9)
     assert 0 < with_peak["mfu"] < with_peak["hfu"]
+
+
+@pytest.mark.slow
+def test_cpu_bench_reports_padding_with_and_without_length_grouping(bench):
+    # one full epoch (16 samples, 4 per step), so both runs see the same samples, batched differently
+    plain = bench.bench_cpu_tiny(4, records=16)
+    grouped = bench.bench_cpu_tiny(4, group_by_length=True, records=16)
+    assert plain["group_by_length"] is False and grouped["group_by_length"] is True
+    assert plain["tokens_per_s"] > 0 and grouped["tokens_per_s"] > 0
+    assert 0.0 <= grouped["padding_fraction"] < plain["padding_fraction"] < 1.0
