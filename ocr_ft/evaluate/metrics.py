@@ -55,6 +55,26 @@ def safe_tables(html: str | None) -> list[Table]:
         return []
 
 
+def stray_tables(html: str | None) -> int:
+    """Tables of ``html`` written inside another table but outside any of its cells (``<tr><table>``): the
+    table model has no place for them, so they are reported (``stray_tables``) instead of vanishing."""
+    if not html or "<table" not in html.lower():
+        return 0
+    try:
+        from ocr_ft.tables import parse_document
+        doc = parse_document(html)
+    except Exception:  # noqa: BLE001 - unparseable input is reported elsewhere
+        return 0
+    count = 0
+    for table in doc.iter("table"):
+        parent = table.getparent()
+        while parent is not None and parent.tag not in ("td", "th", "table"):
+            parent = parent.getparent()
+        if parent is not None and parent.tag == "table":
+            count += 1
+    return count
+
+
 # ----------------------------------------------------------------------------------------------- text
 def _cell_full_text(cell) -> list[str]:
     parts = [cell.text] if cell.text else []
@@ -297,6 +317,8 @@ def sample_metrics(pred_html: str | None, gt_html: str) -> dict:
     f1 = table_f1(pred_html, gt_html)
     depth_gt, depth_pred = safe_depth(gt_html), safe_depth(pred_html)
     return {
+        "stray_tables_pred": stray_tables(pred_html),
+        "stray_tables_gt": stray_tables(gt_html),
         "cer": error_rate(cer_edits, cer_len),
         "cer_edits": cer_edits,
         "cer_ref_len": cer_len,

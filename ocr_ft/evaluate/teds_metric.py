@@ -14,7 +14,9 @@ Two modes:
     Both sides read through :func:`ocr_ft.tables.parse_tables`: ``th`` is ``td``, ``thead``/``tbody``/
     ``tfoot`` and every attribute but rowspan/colspan are gone, text is NFKC with whitespace collapsed.
     A table inside a cell is a *subtree* of that cell (table > tr > td > table...), so a missing, extra
-    or misplaced inner table costs its nodes.  Several top-level tables hang under one virtual root.
+    or misplaced inner table costs its nodes.  A cell's content is its whole text in reading order, its
+    nested tables' text included, so flattening a nested table into its cell's text (the text kept, the
+    structure lost) costs less than deleting the nested table with its text.  Several top-level tables hang under one virtual root.
     TEDS = 1 - distance / max(node count), clipped to [0, 1].
 
 Costs in both modes (see :mod:`ocr_ft.evaluate.ted`): insert/delete 1, rename 1 between different
@@ -48,7 +50,7 @@ import lxml.html
 
 from ocr_ft.tables import Table
 
-from .metrics import safe_tables
+from .metrics import _cell_full_text, safe_tables
 from .ted import TedNode, tree_edit_distances
 
 MODES = ("nested", "pubtabnet")
@@ -161,7 +163,8 @@ def _nfkc(text: str) -> str:
 def _nested_tree(table: Table) -> TedNode:
     rows = []
     for row in table.rows:
-        cells = [TedNode("td", c.colspan, c.rowspan, _nfkc(c.text), [_nested_tree(t) for t in c.tables])
+        cells = [TedNode("td", c.colspan, c.rowspan, _nfkc(" ".join(_cell_full_text(c))),
+                         [_nested_tree(t) for t in c.tables])
                  for c in row.cells]
         rows.append(TedNode("tr", children=cells))
     return TedNode("table", children=rows)

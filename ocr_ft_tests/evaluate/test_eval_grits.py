@@ -91,3 +91,16 @@ def test_score_cli_per_file_and_overall(tmp_path, capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out)["files"]["a"]["error"].startswith("a: too_large")
     assert "a: not scored: a: too_large" in captured.err
+
+
+def test_table_outside_any_cell_is_reported():
+    from ocr_ft.evaluate.metrics import stray_tables
+    from ocr_ft.evaluate.runner import TestSample, score
+
+    stray = "<table><tr><table><tr><td>x</td></tr></table><td>b</td></tr></table>"
+    assert stray_tables(stray) == 1
+    assert stray_tables("<table><tr><td>a<table><tr><td>x</td></tr></table></td></tr></table>") == 0
+    samples = [TestSample("a", "a.png", "<table><tr><td>b</td></tr></table>", "plain", "x", 1)]
+    run = score(samples, {"a": {"html": stray, "latency_s": 0.1}}, "r", workers=1)
+    assert run.samples[0].stray_tables_pred == 1
+    assert run.summary()["overall"]["stray_tables"] == 1

@@ -99,10 +99,20 @@ def test_moved_inner_table_penalised_in_nested_not_in_pubtabnet_structure():
     # PubTabNet reads an inner table as cell text: the structure looks perfect and the full score stays high.
     assert ptn_struct == 1.0
     # nested (11 nodes): insert an empty-structure cell before, delete one after -> 2; with content the
-    # shifted cell also renames 자산 -> 부채 -> 3.
+    # shifted cells' texts (a cell's content includes its inner table's text) cost more on top.
     assert nested_struct == pytest.approx(1 - 2 / 11, abs=1e-12)
-    assert nested_full == pytest.approx(1 - 3 / 11, abs=1e-12)
+    assert nested_full < nested_struct
     assert nested_full < ptn_full
+
+
+def test_flattening_a_nested_table_costs_less_than_deleting_it_with_its_text():
+    gt = table(f"<td>자산{INNER}</td><td>부채</td>")
+    flattened = table("<td>자산 현금 100 예금 200</td><td>부채</td>")
+    deleted = table("<td>자산</td><td>부채</td>")
+    assert teds(flattened, gt) > teds(deleted, gt)
+    assert teds(flattened, gt, structure_only=True) == teds(deleted, gt, structure_only=True)
+    # the same inner table with its own text wrong still beats losing it
+    assert teds(table(f"<td>자산{INNER.replace('현금', '헌금')}</td><td>부채</td>"), gt) > teds(flattened, gt)
 
 
 def test_missing_nesting_level_costs_more_in_nested():
