@@ -368,3 +368,33 @@ def test_render_cache_rerenders_a_damaged_blob(renderer):
     path.write_bytes(b"garbage")
     again = renderer.render(html)
     assert not again.cached and sha256_bytes(path.read_bytes()) == first.sha256
+
+
+def test_chromium_processes_do_not_inherit_api_keys(tmp_path, monkeypatch):
+    from ocr_ft.render import Renderer, RendererUnavailable
+
+    secret = f"probe-secret-{os.getpid()}-{time.time_ns()}"
+    monkeypatch.setenv("DART_API_KEY", secret)
+    monkeypatch.setenv("FSS_API_KEY", secret)
+    try:
+        r = Renderer(BlobStore(tmp_path / "b"), tmp_path / "c", pool_size=1)
+    except RendererUnavailable as exc:
+        pytest.skip(f"renderer unavailable: {exc}")
+    try:
+        r.render("<table border=1><tr><td>환경</td></tr></table>")
+        browsers, leaked = 0, []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+                environ = (proc / "environ").read_bytes()
+            except OSError:
+                continue
+            if b"chrom" in cmdline.split(b"\0")[0]:
+                browsers += 1
+                if secret.encode() in environ:
+                    leaked.append(proc.name)
+        assert browsers > 0 and leaked == []
+    finally:
+        r.close()
