@@ -14,6 +14,8 @@ COMMANDS = {
     "score": ("ocr_ft.evaluate.cli", "score_main", "score predictions: TEDS, TEDS-S, GriTS, CER, nesting"),
     "inspect-format": ("ocr_ft.train.inspect_format", "main", "show the exact training / eval / served prompt"),
     "dart": ("ocr_ft.sources.dart_cli", "main", "DART tools: `ocr-ft dart extract DOCUMENT --out DIR`"),
+    "fss": ("ocr_ft.sources.scraped_cli", "fss_main", "FSS tools: `ocr-ft fss extract RESPONSE.json --out DIR [--render]`"),
+    "wiki": ("ocr_ft.sources.scraped_cli", "wiki_main", "wiki tools: `ocr-ft wiki extract PAGE --out DIR [--render]`"),
 }
 
 

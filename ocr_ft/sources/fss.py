@@ -242,22 +242,28 @@ class FssClient:
              "endBaseMm": end_base_mm, "accountCd": account_cd},
             refresh,
         )
-        description = res.get("description")
-        if isinstance(description, dict) and "column_id" not in description:
-            description = description.get("column")
-        unit = str(res.get("unit") or "")
-        named = [(str(d.get("column_id", "")).strip(), str(d.get("column_nm", "")).strip())
-                 for d in _rows(description)]
-        named = [(cid, name) for cid, name in named if cid]
-        units = [u.strip() for u in unit.split(",")] if unit else []
-        if len(units) != len(named):
-            units = [units[0] if len(set(units)) == 1 else "" for _ in named] if units else [""] * len(named)
-        columns = [ValueColumn(cid, name or cid, u) for (cid, name), u in zip(named, units)]
-        return StatisticsData(
-            list_no=list_no, finance_cd=finance_cd, term=term, start_base_mm=start_base_mm, end_base_mm=end_base_mm,
-            columns=columns, rows=_rows(res.get("list")), unit=unit,
-            date_of_settlement=str(res.get("date_of_settlement") or ""),
-        )
+        return parse_statistics(res, list_no, finance_cd, term, start_base_mm, end_base_mm)
+
+
+def parse_statistics(res: dict[str, Any], list_no: str, finance_cd: str, term: str, start_base_mm: str,
+                     end_base_mm: str) -> StatisticsData:
+    """A ``statisticsInfoSearch`` answer's ``result`` object as :class:`StatisticsData`."""
+    description = res.get("description")
+    if isinstance(description, dict) and "column_id" not in description:
+        description = description.get("column")
+    unit = str(res.get("unit") or "")
+    named = [(str(d.get("column_id", "")).strip(), str(d.get("column_nm", "")).strip())
+             for d in _rows(description)]
+    named = [(cid, name) for cid, name in named if cid]
+    units = [u.strip() for u in unit.split(",")] if unit else []
+    if len(units) != len(named):
+        units = [units[0] if len(set(units)) == 1 else "" for _ in named] if units else [""] * len(named)
+    columns = [ValueColumn(cid, name or cid, u) for (cid, name), u in zip(named, units)]
+    return StatisticsData(
+        list_no=list_no, finance_cd=finance_cd, term=term, start_base_mm=start_base_mm, end_base_mm=end_base_mm,
+        columns=columns, rows=_rows(res.get("list")), unit=unit,
+        date_of_settlement=str(res.get("date_of_settlement") or ""),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,6 +306,15 @@ def fss_period(key: str, history: int = 4) -> FssPeriod:
         return FssPeriod(key, "Y", f"{year - history + 1:04d}12", f"{year:04d}12")
     raise ValueError(f"FSS partition {key!r} is neither a quarter (2024Q1) nor a year (2023)")
 
+
+#: The look of a FISIS statistics table: ruled cells, shaded column headers, row headers left, numbers right.
+FSS_CSS = (
+    "table{border-collapse:collapse;border:1px solid #7f7f7f;font-size:13px;color:#222;}"
+    "th,td{border:1px solid #a6a6a6;padding:3px 8px;}"
+    "thead th{background:#e8edf3;text-align:center;font-weight:bold;}"
+    "tbody th{background:#f7f7f7;text-align:left;font-weight:normal;}"
+    "td{text-align:right;white-space:nowrap;}"
+)
 
 _TERM_MONTHS = {"Q": 3, "H": 6, "Y": 12}
 
@@ -505,6 +520,38 @@ def account_tree(rows: Sequence[dict[str, Any]], separators: Sequence[str] = ("_
 
     walk(())
     return out
+
+
+def infer_term(months: Iterable[str]) -> str:
+    """The term of rows by their base months: only Decembers -> Y, only Junes and Decembers -> H, else Q."""
+    ms = {m[4:6] for m in months if len(m) >= 6}
+    if ms <= {"12"}:
+        return "Y"
+    if ms <= {"06", "12"}:
+        return "H"
+    return "Q"
+
+
+def fss_pending(
+    data: StatisticsData, filename: str, meta: dict[str, Any], *, company_names: dict[str, str] | None = None,
+    separators: Sequence[str] = ("_", ">"), min_rows: int = 2, min_cols: int = 2, max_rows: int | None = 200,
+) -> tuple[list[PendingTable], list[Reject]]:
+    """What one list of one company becomes: pairs to render (row windows when over the token budget) or a
+    reject naming the list (``value_invalid``, ``table_failed``, a size reason)."""
+    where = f"FISIS {data.list_no} {data.finance_cd}"
+    extra = {"list_no": data.list_no}
+    try:
+        label = normalize_html(fss_table_html([data], company_names=company_names, separators=separators))
+        n_rows, n_cols, text = measure_label(label)
+    except Exception as exc:
+        reason = "value_invalid" if isinstance(exc, FssValueError) else "table_failed"
+        return [], [Reject(SOURCE, filename, "load", reason, f"{where}: {type(exc).__name__}: {str(exc)[:300]}",
+                           extra=extra)]
+    refusal = size_refusal(n_rows, n_cols, text, min_rows=min_rows, min_cols=min_cols, max_rows=None)
+    if refusal:
+        return [], [Reject(SOURCE, filename, "load", refusal[0], f"{where}: {refusal[1]}", extra=extra)]
+    return split_pending(SOURCE, PendingTable(filename, label, label, {**meta, "rows": n_rows, "cols": n_cols}, FSS_CSS),
+                         max_rows=max_rows)
 
 
 def fss_table_html(
@@ -740,7 +787,7 @@ def collect_fss(
             continue
         tables_built += 1
         windows, refused = split_pending(SOURCE, PendingTable(filename, label, label,
-                                                              {**meta, "rows": n_rows, "cols": n_cols}),
+                                                              {**meta, "rows": n_rows, "cols": n_cols}, FSS_CSS),
                                          max_rows=max_rows)
         pending += windows
         result.rejects += refused
