@@ -96,3 +96,19 @@ def test_api_keys_never_show_in_resource_reprs():
     for cls in (DartResource, FssResource):
         res = cls(api_key=KEY)
         assert KEY not in repr(res) and KEY not in str(res)
+
+
+def test_wiki_asset_refuses_to_start_without_contact_in_the_user_agent(tmp_path, fake_server):
+    from ocr_ft.defs.scraped import wiki
+    from ocr_ft.resources import OcrFtPaths, RendererResource, WikiResource
+
+    resources = {"paths": OcrFtPaths(data_dir=str(tmp_path / "data")), "renderer": RendererResource(),
+                 "wiki": WikiResource(api_url=f"{fake_server.url}/w/api.php", user_agent="ocr-ft/0.1")}
+    with dg.instance_for_test() as instance:
+        res = dg.materialize([wiki], partition_key="batch-000", resources=resources, instance=instance,
+                             raise_on_error=False)
+        assert not res.success
+        failures = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"]
+        text = str(failures[0].event_specific_data.error)
+    assert "OCR_FT_WIKI_USER_AGENT" in text and "contact" in text
+    assert fake_server.hits() == []  # not one request was sent
