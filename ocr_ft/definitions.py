@@ -6,6 +6,7 @@ import dagster as dg
 
 from .defs.evaluation import EVALUATION_ASSETS, EVALUATION_CHECKS
 from .defs.dataset import DATASET_CHECKS, dataset_asset, llamafactory_export, splits
+from .defs.search import SEARCH_ASSETS
 from .defs.scraped import SCHEDULES, SCRAPED_ASSETS, SCRAPED_VALIDATION_ASSETS
 from .defs.sources import SOURCE_ASSETS, VALIDATION_ASSETS
 from .defs.training import TRAINING_ASSETS, TRAINING_CHECKS, TrainingLauncher
@@ -22,7 +23,7 @@ automation = dg.AutomationConditionSensorDefinition(
 
 defs = dg.Definitions(
     assets=[*SOURCE_ASSETS, *SCRAPED_ASSETS, *validation_assets, dataset_asset(validation_assets), splits,
-            llamafactory_export, *TRAINING_ASSETS, *EVALUATION_ASSETS],
+            llamafactory_export, *TRAINING_ASSETS, *SEARCH_ASSETS, *EVALUATION_ASSETS],
     asset_checks=[*DATASET_CHECKS, *TRAINING_CHECKS, *EVALUATION_CHECKS],
     schedules=SCHEDULES,
     sensors=[automation],

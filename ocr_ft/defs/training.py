@@ -63,6 +63,8 @@ class LoraTrainingConfig(dg.Config):
     )
     overrides: dict[str, Any] = Field(default_factory=dict, description="Training keys set last, e.g. {max_steps: 50}.")
     log_every_s: float = Field(10.0, description="Seconds between progress lines in the run log.")
+    use_search: bool = Field(False, description="Train with the best overlay of the last lora_search "
+                             "(data/search/latest.json), under config_file; overrides still win.")
 
 
 def resolve_training_config(cfg: LoraTrainingConfig, paths: OcrFtPaths) -> tuple[str, dict[str, Any], str]:
@@ -135,6 +137,7 @@ def lora_checkpoint(context: dg.AssetExecutionContext, config: LoraTrainingConfi
     from ..train.config import load_config
 
     config_file, overrides, identity = resolve_training_config(config, paths)
+    search_meta = _search_overlay(paths, overrides) if config.use_search else {}
     train_path, val_path = paths.sub("splits", "train.jsonl"), paths.sub("splits", "val.jsonl")
     if not train_path.is_file():
         raise dg.Failure(f"{train_path} is missing: materialize splits first")
@@ -148,7 +151,26 @@ def lora_checkpoint(context: dg.AssetExecutionContext, config: LoraTrainingConfi
               "log_every_s": config.log_every_s}
     result = training_launcher.run(context, extras).get_materialize_result()
     atomic_write_json(paths.sub("checkpoints", "latest.json"), {"path": str(out), "data_version": fingerprint})
+    if search_meta:  # say which trial of which study the recipe came from
+        result = dg.MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **search_meta},
+                                      check_results=result.check_results, data_version=result.data_version,
+                                      tags=result.tags)
     return result
+
+
+def _search_overlay(paths: OcrFtPaths, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Merge the best lora_search overlay under ``overrides`` (in place); metadata naming its study and trial."""
+    import yaml
+
+    pointer = paths.sub("search", "latest.json")
+    if not pointer.is_file():
+        raise dg.Failure("use_search is true but lora_search was never materialized; materialize it first")
+    best = json.loads(pointer.read_text(encoding="utf-8"))
+    overlay = yaml.safe_load(Path(best["overlay"]).read_text(encoding="utf-8")) or {}
+    for key, value in overlay.items():
+        overrides.setdefault(key, value)
+    return {"search_study": best["study"], "search_trial": best["trial"], "search_objective": best["objective"],
+            "search_value": best["value"], "search_overlay": dg.MetadataValue.path(best["overlay"])}
 
 
 @dg.asset_check(asset=lora_checkpoint, description="The final training loss is clearly below the initial one (<= 90%).")

@@ -284,12 +284,17 @@ def run_study(
     n_jobs: int = 1,
     seed: int = 0,
     device: Any = None,
+    devices: Sequence[Any] | None = None,
     on_event: Callable[[dict], None] | None = None,
     train_fn: Callable[..., Any] | None = None,
 ) -> StudyResult:
     """Run (or resume) the study until ``n_trials`` trials have finished; write the best overlay, the trial
     table and the plots under ``out_dir``. ``on_event`` receives trial and training progress dicts (an
-    exception from it propagates like a kill). ``train_fn`` defaults to :func:`ocr_ft.train.trainer.train`."""
+    exception from it propagates like a kill). ``train_fn`` defaults to :func:`ocr_ft.train.trainer.train`.
+    ``n_jobs`` trials run at once (threads); each takes a device from ``devices`` (default: ``cuda:0``..
+    when that many GPUs are visible, else ``device`` for all) and gives it back when it ends."""
+    import queue
+
     import optuna
     from optuna.trial import TrialState
 
@@ -306,6 +311,17 @@ def run_study(
     direction = "minimize" if objective == "eval_loss" else "maximize"
     emit = on_event or (lambda row: None)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    n_jobs = max(1, n_jobs)
+    if devices is None:
+        devices = [device] * n_jobs
+        if n_jobs > 1:
+            import torch
+
+            if torch.cuda.device_count() >= n_jobs:
+                devices = [f"cuda:{i}" for i in range(n_jobs)]
+    free: "queue.Queue[Any]" = queue.Queue()
+    for d in devices:
+        free.put(d)
 
     storage = optuna.storages.RDBStorage(storage_url)
     study = optuna.create_study(study_name=study_name, storage=storage, direction=direction,
@@ -354,8 +370,11 @@ def run_study(
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"eval loss {ev:.4f} at step {row['step']} below the median of others")
 
+        trial_device = free.get()
+        trial.set_user_attr("device", str(trial_device))
         try:
-            result = train_fn(config, train_records, val_records, data_dir, run_dir, on_log=on_log, device=device)
+            result = train_fn(config, train_records, val_records, data_dir, run_dir, on_log=on_log,
+                              device=trial_device)
             s = result.summary
             trial.set_user_attr("final_eval_loss", s.get("final_eval_loss"))
             trial.set_user_attr("final_train_loss", s.get("final_train_loss"))
@@ -365,7 +384,8 @@ def run_study(
                 if value is None:
                     raise TrialFailed("no eval loss: set max_eval_samples > 0 and give a val split")
             else:
-                value = _teds_score(config, run_dir, val_records, data_dir, teds_samples, max_new_tokens, device)
+                value = _teds_score(config, run_dir, val_records, data_dir, teds_samples, max_new_tokens,
+                                    trial_device)
             if not math.isfinite(value):
                 raise TrialFailed(f"objective {objective} is {value}")
         except optuna.TrialPruned:
@@ -381,6 +401,8 @@ def run_study(
         except BaseException:
             trial.set_user_attr("interrupted", True)
             raise
+        finally:
+            free.put(trial_device)
         emit({"event": "trial_done", "trial": trial.number, "value": value})
         return float(value)
 
@@ -390,7 +412,7 @@ def run_study(
         remaining = min(remaining, space.grid_size - before)
     if remaining > 0:
         # catch: a failing trial is recorded (FAIL + fail_reason) and the next one starts
-        study.optimize(objective_fn, n_trials=remaining, n_jobs=max(1, n_jobs), catch=(Exception,),
+        study.optimize(objective_fn, n_trials=remaining, n_jobs=n_jobs, catch=(Exception,),
                        gc_after_trial=True)
     return _write_outputs(study, space, base_config, out_dir, storage_url, objective, direction, finished() - before)
 
