@@ -8,7 +8,8 @@ with its reason instead of crashing the load.
 Every problem found here becomes a :class:`Reject` with stage ``load``: an image without a label, a label
 without an image, a file that cannot be read, and every file the layout does not use (``stray_file``: a
 pair at the root beside ``images/``, a file in a sub-folder, an image format not supported such as
-``.bmp``/``.webp``/``.tif``), each counted in ``stats["stray_files"]``. Nothing is dropped silently.
+``.bmp``/``.webp``/``.tif``), each counted in ``stats["stray_files"]``. Only hidden files (``.DS_Store``,
+editor swap files) are passed over. Nothing else is dropped silently.
 
 When preprocessing or augmentation is on, an image's header is read first (no pixel decoded) and an image
 over ``max_decode_pixels`` is refused (``image_size``) before decoding. A 16-bit image is stored converted

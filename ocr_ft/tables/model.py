@@ -3,11 +3,25 @@ rowspan/colspan, and measure nesting depth.
 
 A table inside a cell is a *child* of that cell: the outer table is level 1, a table in one of its cells
 level 2, a table inside that level 3.  A cell's own ``text`` never includes the text of its child tables.
+
+Hostile input is bounded here, for every caller (validation, scrapers, metrics):
+
+* spans are read by :func:`parse_span` only: a digit string over :data:`MAX_SPAN_DIGITS` digits is refused
+  without converting it, a value over :data:`MAX_SPAN` is refused (not clipped);
+* :func:`build_grid` refuses (:class:`TableTooLarge`) a grid over :data:`MAX_GRID_SLOTS` slots, computed from
+  the spans before anything is allocated; :func:`check_table_size` does the same for a table and its children;
+* lxml's default HTML parser silently drops everything below element depth 256 and text nodes over 10 MB.
+  Documents are parsed with ``huge_tree`` (so nothing is cut silently) and a tree deeper than
+  :data:`MAX_ELEMENT_DEPTH` is refused with :class:`LabelTruncated` (reason ``label_truncated``), which also
+  keeps the recursive walks below far from Python's recursion limit. Callers bound the input's size first;
+* ``<script>``, ``<style>``, ``<noscript>`` and ``<template>`` are removed from the tree: their text is never
+  cell text.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -21,7 +35,7 @@ MAX_SPAN_DIGITS = 6  # a span's digit string longer than this is refused without
 MAX_GRID_SLOTS = 200_000  # rows x columns a table's grid may cover; checked before the grid is built
 MAX_ELEMENT_DEPTH = 255  # lxml's default parser silently stops at depth 256; deeper labels are refused
 _NON_CONTENT_TAGS = ("script", "style", "noscript", "template")
-_HUGE_PARSER = lxml.html.HTMLParser(huge_tree=True)
+_PARSERS = threading.local()  # one huge_tree parser per thread: lxml parsers must not be used concurrently
 _HUGE_PARSER_LIMIT = 2048  # even the huge parser stops here: a depth at or over it means the parse was cut
 
 
@@ -244,7 +258,7 @@ def parse_document(html: str | bytes):
         raise TableParseError("label is empty")
     try:
         # huge_tree: the default parser silently drops text nodes over 10 MB and everything below depth 256
-        doc = lxml.html.document_fromstring(html, parser=_HUGE_PARSER)
+        doc = lxml.html.document_fromstring(html, parser=_huge_parser())
     except (lxml.etree.ParserError, ValueError) as exc:
         raise TableParseError(f"label is not parseable HTML: {exc}") from exc
     depth = element_depth(doc)
@@ -255,6 +269,13 @@ def parse_document(html: str | bytes):
     for el in list(doc.iter(*_NON_CONTENT_TAGS)):
         el.drop_tree()
     return doc
+
+
+def _huge_parser():
+    parser = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = _PARSERS.parser = lxml.html.HTMLParser(huge_tree=True)
+    return parser
 
 
 def element_depth(root) -> int:
