@@ -37,7 +37,7 @@ import lxml.etree as etree
 from ..dataset.records import Reject, SourceResult
 from ..storage import atomic_write_bytes
 from .dart_xml import DartXmlError, extract_tables
-from .scraped_common import PendingTable, reject_reasons, render_pending
+from .scraped_common import PendingTable, reject_reasons, render_pending, split_pending
 from .http import (
     ApiError, HttpClient, HttpError, Response, RetryableResponse, RetryPolicy, api_key_or_fail, json_or_retry,
 )
@@ -575,7 +575,7 @@ def _collect_filing(
         if not name.lower().endswith(".xml"):
             continue
         try:
-            doc = extract_tables(payload, min_rows=min_rows, min_cols=min_cols, max_rows=max_rows)
+            doc = extract_tables(payload, min_rows=min_rows, min_cols=min_cols, max_rows=None)  # long tables: row windows below
         except DartXmlError as exc:
             rejects.append(Reject(SOURCE, f"dart_{rcept_no}/{name}", "load", "document_parse_failed",
                                   f"rcept_no {rcept_no} document {name}: {exc}", extra=base_meta))
@@ -594,7 +594,10 @@ def _collect_filing(
                                       f"rcept_no {rcept_no} {name} table {table.index}: {table.detail}", extra=meta))
             elif max_tables is None or kept < max_tables:
                 kept += 1
-                pending.append(PendingTable(filename, table.html, table.html, meta))
+                windows, refused = split_pending(SOURCE, PendingTable(filename, table.html, table.html, meta),
+                                                 max_rows=max_rows)  # over the token budget: row windows
+                pending += windows
+                rejects += refused
             else:
                 over += 1
     if index == 0 and parsed:
