@@ -56,8 +56,12 @@ def served_prompt(tokenizer: Any, request: dict[str, Any]) -> str:
                                          **request.get("chat_template_kwargs", {}))
 
 
-def inspect_format(bundle: ProcessorBundle, image: Any, label: str, endpoint_model: str = "MODEL") -> dict[str, Any]:
-    """The format report described in the module docstring, as a dict (JSON-ready)."""
+def inspect_format(bundle: ProcessorBundle, image: Any, label: str, endpoint_model: str = "MODEL",
+                   served_tokenizer: Any = None) -> dict[str, Any]:
+    """The format report described in the module docstring, as a dict (JSON-ready).
+
+    ``served_tokenizer``: the tokenizer of the directory a server would load (e.g. an adapter or merged model
+    carrying its own chat template); the bundle's tokenizer when None."""
     from ocr_ft.evaluate.predictors import EndpointPredictor
 
     img = load_image(image) if isinstance(image, (str, Path)) else image
@@ -76,7 +80,7 @@ def inspect_format(bundle: ProcessorBundle, image: Any, label: str, endpoint_mod
             url = part["image_url"]["url"]
             part["image_url"]["url"] = url.split(",", 1)[0] + f",<{len(url)} characters of base64 left out>"
     col = lambda ids: collapse_image_runs(tok, ids, bundle.image_token_id, bundle.image_token)  # noqa: E731
-    served = served_prompt(tok, request)
+    served = served_prompt(served_tokenizer or tok, request)
     n_img = int(gen["mm_token_type_ids"].sum())
     return {
         "training_text": col(ex["input_ids"]),
@@ -127,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             adapter = str(Path(adapter) / "adapter")
         bundle = load_processor(a.model, config)
         label = Path(a.label).read_text(encoding="utf-8") if a.label else "<table><tr><td></td></tr></table>"
-        report = inspect_format(bundle, a.image[0], label)
+        served_tok = None
+        if adapter and (Path(adapter) / "chat_template.jinja").is_file():  # the adapter's serving files
+            from transformers import AutoTokenizer
+
+            served_tok = AutoTokenizer.from_pretrained(adapter)
+        report = inspect_format(bundle, a.image[0], label, served_tokenizer=served_tok)
         if a.probe:
             model, bundle = load_model_and_processor(a.model, config, adapter_dir=adapter, device=a.device)
             report["probe"] = probe(model, bundle, a.image, a.max_new_tokens)

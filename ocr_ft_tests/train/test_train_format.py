@@ -172,3 +172,18 @@ def test_llamafactory_export_trains_the_same_text(tiny_model_dir, tmp_path):
     assert lf_text == ours
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "supervised" in readme and "<think></think>" in readme
+
+
+@pytest.mark.slow
+def test_inspect_format_with_a_trained_adapter(trained_run, table_data, capsys):
+    from ocr_ft.cli import main
+
+    result, _ = trained_run
+    rec = table_data["val"][0]
+    img = str(table_data["data_dir"] / rec["image_path"])
+    base = load_config(result.config_path).base_model
+    assert main(["inspect-format", "--model", base, "--image", img, "--adapter", str(result.output_dir), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # the adapter's own chat template (its serving files) renders the same prompt local evaluation uses
+    assert out["served_prompt_text"] == out["generation_prompt_text"]
+    assert out["max_pixels"] == load_config(result.config_path).max_pixels  # the run's pixel budget, not the seed's
