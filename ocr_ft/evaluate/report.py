@@ -65,8 +65,9 @@ def check_targets(summary: dict) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------- compare
-_COMPARED = ("teds", "teds_s", "teds_unscored", "cer", "wer", "content_f1", "topology_f1", "nesting_accuracy")
-_LOWER_IS_BETTER = {"teds_unscored", "cer", "wer", "latency_mean", "latency_p95"}
+_COMPARED = ("teds", "teds_s", "teds_unscored", "cer", "wer", "content_f1", "topology_f1", "nesting_accuracy",
+             "truncated", "too_large")
+_LOWER_IS_BETTER = {"teds_unscored", "cer", "wer", "latency_mean", "latency_p95", "truncated", "too_large"}
 
 
 def _delta(a: float | None, b: float | None) -> dict[str, float | None]:
@@ -268,9 +269,10 @@ def _worst(runs: dict[str, EvalRun], n: int) -> list[SampleResult]:
 
 
 _SUMMARY_HEAD = ["run", "group", "n", "TEDS", "TEDS-S", "TEDS unscored", "CER", "WER", "content F1",
-                 "topology F1", "nesting acc.", "latency p50 / p95 / mean (s)"]
+                 "topology F1", "nesting acc.", "cut off", "too large", "latency p50 / p95 / mean (s)"]
 _UNSCORED_NOTE = ("TEDS means count a sample whose TEDS could not be computed (timed out, metric error) as 0; "
-                  "\"TEDS unscored\" is how many such samples a row holds.")
+                  "\"TEDS unscored\" is how many such samples a row holds; \"cut off\" counts outputs that hit the "
+                  "generation budget, \"too large\" pairs refused by the size limits (scored 0).")
 _LATENCY_NOTE = ("Latency is what a page experiences: the wall time of the request, or of the whole batched "
                  "generate call, it was part of. Throughput is pages predicted per second of prediction wall time.")
 
@@ -285,7 +287,7 @@ def _summary_rows(summaries: dict[str, dict], group: str | None) -> list[list[st
                 name, g, str(s["n"]), _fmt(s.get("teds")), _fmt(s.get("teds_s")), _fmt(s.get("teds_unscored")),
                 _fmt(s.get("cer"), True),
                 _fmt(s.get("wer"), True), _fmt(s.get("content_f1")), _fmt(s.get("topology_f1")),
-                _fmt(s.get("nesting_accuracy")),
+                _fmt(s.get("nesting_accuracy")), str(s.get("truncated", 0)), str(s.get("too_large", 0)),
                 f"{_fmt(lat.get('p50'))} / {_fmt(lat.get('p95'))} / {_fmt(lat.get('mean'))}",
             ])
     return rows

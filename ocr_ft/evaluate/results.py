@@ -14,6 +14,7 @@ Summary conventions (every figure but throughput is given overall, by category a
   time of the request or generate call it was part of, a whole batch's for a batched local model), over
   every sample with a latency, failed predictions included (the runner sets a failed page's latency to at
   least the predictor's timeout), so a timing-out model cannot pass the latency target;
+* ``truncated``: cut-off outputs (the generation hit ``max_new_tokens``; scored as they are);
 * ``stray_tables``: tables written inside a table but outside any cell (either side), which no metric
   can place on a grid: counted here, not silently dropped;
 * ``metric_errors`` / ``too_large``: samples whose CER / table F1 / nesting (resp. any metric, TEDS included)
@@ -72,6 +73,7 @@ class SampleResult:
     raw_output: str = ""
     stray_tables_pred: int = 0  # tables written inside a table but outside any cell (not in the grid)
     stray_tables_gt: int = 0
+    truncated: bool = False  # the generation hit max_new_tokens (a cut-off output)
     metric_error: str | None = None  # CER / table F1 / nesting could not be computed ("too_large: ..." etc.)
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +114,7 @@ def summarize(samples: list[SampleResult]) -> dict[str, Any]:
         "nesting_accuracy": _mean([float(s.depth_pred == s.depth_gt) for s in samples]),
         "latency": latency_stats([s.latency_s for s in samples if s.latency_s is not None]),
         "prediction_errors": sum(1 for s in samples if s.error),
+        "truncated": sum(1 for s in samples if s.truncated),
         "metric_errors": sum(1 for s in samples if s.metric_error),
         "stray_tables": sum(s.stray_tables_pred + s.stray_tables_gt for s in samples),
         "too_large": sum(1 for s in samples if "too_large" in ((s.metric_error or "") + (s.teds_error or ""))),

@@ -188,7 +188,8 @@ def predict_resumable(
         for i, pred in predictor.predict_iter(paths):
             s = pending[i]
             rows[s.key] = {"key": s.key, "image_path": s.image_path, "html": pred.html, "raw": pred.raw,
-                           "latency_s": pred.latency_s, "error": pred.error, "predictor": predictor.name}
+                           "latency_s": pred.latency_s, "error": pred.error, "predictor": predictor.name,
+                           "truncated": bool(getattr(pred, "truncated", False))}
             done += 1
             if pred.error:
                 log(f"prediction failed for line {s.line} ({s.image_path}): {pred.error}")
@@ -229,11 +230,32 @@ def score(
         results.append(SampleResult(
             key=s.key, image_path=s.image_path, category=s.category, source=s.source, gt_html=s.gt_html,
             pred_html=p.get("html") or "", latency_s=latency(p), error=p.get("error"),
-            raw_output=p.get("raw") or "", teds=t.teds, teds_s=t.teds_s, teds_timed_out=t.timed_out,
+            raw_output=p.get("raw") or "", truncated=bool(p.get("truncated")), teds=t.teds, teds_s=t.teds_s, teds_timed_out=t.timed_out,
             teds_error=t.error, **safe_sample_metrics(p.get("html") or "", s.gt_html, f"{s.key} ({s.image_path})"),
         ))
     return EvalRun(name=name, samples=results, meta={**(meta or {}), "teds_mode": mode,
                                                      "normalization": NORMALIZATION})
+
+
+GENERATION_MARGIN = 0.10  # share of the longest label's token count added on top of it
+GENERATION_MARGIN_TOKENS = 32  # and a fixed few for the end-of-sequence and the prompt's own closing
+
+
+def generation_budget(samples: Sequence[TestSample], count_tokens: Callable[[str], int], floor: int = 0) -> dict:
+    """``max_new_tokens`` for ``samples``: the longest label in tokens (``count_tokens``) plus
+    ``GENERATION_MARGIN`` and ``GENERATION_MARGIN_TOKENS``, at least ``floor``; returned with the longest
+    label's length and key, so that a generation cut off below a label's length cannot happen by budget."""
+    lengths = [(count_tokens(s.gt_html), s.key) for s in samples]
+    longest, key = max(lengths, default=(0, None))
+    budget = max(int(floor), int(longest * (1 + GENERATION_MARGIN)) + GENERATION_MARGIN_TOKENS)
+    return {"max_new_tokens": budget, "longest_label_tokens": longest, "longest_label_key": key}
+
+
+def _tokenizer_counter(predictor) -> Callable[[str], int] | None:
+    tokenizer = getattr(getattr(predictor, "bundle", None), "tokenizer", None)
+    if tokenizer is None:
+        return None
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def evaluate(
@@ -258,12 +280,21 @@ def evaluate(
     if limit is not None:
         samples = samples[:limit]
     check_images(samples, data_dir, test_set)
+    budget: dict = {}
+    counter = _tokenizer_counter(predictor)
+    for attr in ("max_new_tokens", "max_tokens"):  # local / endpoint predictors: one generation budget
+        if counter is not None and isinstance(getattr(predictor, attr, None), int):
+            budget = generation_budget(samples, counter, floor=getattr(predictor, attr))
+            setattr(predictor, attr, budget["max_new_tokens"])
+            log(f"generation budget: {budget['max_new_tokens']} new tokens (longest label "
+                f"{budget['longest_label_tokens']} tokens)")
+            break
     predictions = predict_resumable(samples, predictor, data_dir, out_dir, save_every, log)
     run = score(samples, predictions, name, mode, workers, teds_timeout_s,
                 meta={"predictor": predictor.name, "test_set": str(test_set), "data_dir": str(data_dir),
                       "batch_size": getattr(predictor, "batch_size", None),
                       "concurrency": getattr(predictor, "concurrency", None),
-                      **prediction_throughput_meta(out_dir)},
+                      **prediction_throughput_meta(out_dir), **budget},
                 failed_latency_s=getattr(predictor, "timeout_s", None))
     run.save(Path(out_dir) / RUN_FILE)
     return run

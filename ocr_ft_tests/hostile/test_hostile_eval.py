@@ -105,3 +105,17 @@ def test_failed_predictions_count_in_latency_as_their_timeout():
     run = score(samples, preds, "latency", workers=1, failed_latency_s=120.0)
     latency = run.summary()["overall"]["latency"]
     assert latency["n"] == 2 and latency["max"] == 120.0
+
+
+def test_cut_off_outputs_are_counted_and_the_budget_covers_the_longest_label():
+    from ocr_ft.evaluate.runner import generation_budget
+
+    samples = _samples(GOOD, GOOD + GOOD)
+    budget = generation_budget(samples, len, floor=10)
+    assert budget["longest_label_tokens"] == len(GOOD + GOOD) and budget["longest_label_key"] == "s1"
+    assert budget["max_new_tokens"] > budget["longest_label_tokens"]
+    assert generation_budget(samples, len, floor=10**6)["max_new_tokens"] == 10**6
+    preds = {"s0": {"html": GOOD, "latency_s": 0.1}, "s1": {"html": GOOD, "latency_s": 0.1, "truncated": True}}
+    run = score(samples, preds, "cut", workers=1)
+    assert [s.truncated for s in run.samples] == [False, True]
+    assert run.summary()["overall"]["truncated"] == 1
