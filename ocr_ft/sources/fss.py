@@ -701,9 +701,14 @@ def collect_fss(
     ``min_rows``/``min_cols``/``max_rows`` (size rules), ``max_tables`` (stop after N tables), ``refresh``
     (ask FISIS again even when cached), ``css`` (renderer), ``progress(done, total)``.
 
-    Pairs are named ``fss_<period>_<list_no>_<finance_cd>.png`` (``fss_<period>_<list_no>.png`` when grouped).
-    Rejects (stage ``load``): ``statistics_list_unknown``, ``no_data``, ``table_too_small``, ``table_empty``,
-    ``table_too_large``, ``render_failed``. Authentication, quota and network failures raise.
+    Pairs are named ``fss_<period>_<list_no>_<finance_cd>.png`` (``fss_<period>_<list_no>.png`` when grouped;
+    ``..._p01.png``, ``_p02``... for the row windows of a table over the token budget or ``max_rows``).
+    Each list is asked with a term it accepts (see :func:`_fetch_list`); an H or Y list whose period does not
+    end in this quarter is counted in ``stats["left_out_term_<T>_not_due"]``.
+    Rejects (stage ``load``): ``statistics_list_unknown``, ``list_error`` (FISIS refused that list),
+    ``no_data``, ``value_invalid``, ``table_failed`` (any other exception, type and message), ``table_too_small``,
+    ``table_empty``, ``table_too_large`` (cannot be split), ``over_cap`` (beyond ``max_tables``), ``render_failed``.
+    Authentication, quota and network failures raise.
     """
     http_start = client.http.stats.as_dict()
     p = fss_period(period, history)

@@ -9,7 +9,8 @@ MediaWiki API (``https://ko.wikipedia.org/w/api.php``) requests used:
   answer's ``continue`` object is sent back as it is until there is none.
 
 Errors ``maxlag``/``ratelimited``/``readonly`` and HTTP 429/5xx are retried, bounded. Wikimedia asks
-clients to identify themselves: set ``user_agent`` to something with a contact address.
+clients to identify themselves with contact information: :func:`check_user_agent` refuses a User-Agent
+without a URL or an e-mail (the Dagster resource applies it, naming ``OCR_FT_WIKI_USER_AGENT``).
 
 Tables: every ``table.wikitable`` not inside another wikitable (a wikitable nested in one is kept inside its
 cell). Cleaning (:func:`clean_table`) removes footnote references (``sup.reference``) and other
@@ -426,9 +427,12 @@ def collect_wiki(
     ``max_rows`` (size rules), ``refresh`` (fetch the pages again even when cached: the latest revision),
     ``css`` (renderer), ``progress(done, total)`` (over pages, then over renders).
 
-    Pairs are named ``wiki_<pageid>_<NNN>.png`` (NNN: the table's position among the page's wikitables).
-    Rejects (stage ``load``): ``page_missing``, ``no_tables``, ``table_too_small``, ``table_empty``,
-    ``table_too_large``, ``table_unreadable``, ``render_failed``. Network failures raise.
+    Pairs are named ``wiki_<pageid>_<NNN>.png`` (NNN: the table's position among the page's wikitables;
+    ``..._p01.png``... for the row windows of a table over the token budget or ``max_rows``), drawn with
+    :data:`WIKITABLE_CSS`. Rejects (stage ``load``): ``page_missing``, ``no_tables``, ``table_too_small``,
+    ``table_empty``, ``table_too_large`` (cannot be split), ``table_unreadable``, ``span_invalid``,
+    ``table_failed`` (any exception, type and message), ``over_cap`` (beyond ``max_tables_per_page``),
+    ``render_failed``. Network failures raise.
     """
     http_start = client.http.stats.as_dict()
     result = SourceResult()
