@@ -342,8 +342,10 @@ _CSS = """
 body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:6px 0}
 td,th{border:1px solid #999;padding:2px 6px;font-size:12px;vertical-align:top}
 .pass{color:#070;font-weight:bold}.fail{color:#b00;font-weight:bold}.na{color:#777}
-.sample{display:flex;gap:16px;align-items:flex-start;border-top:2px solid #ccc;padding:10px 0;overflow-x:auto}
-.sample>div{min-width:250px}.none{color:#b00}h3{margin-bottom:4px}img{max-width:700px}
+.sample{display:grid;grid-auto-flow:column;grid-auto-columns:minmax(0,1fr);gap:16px;align-items:start;
+border-top:2px solid #ccc;padding:10px 0}
+.sample>div{min-width:0;overflow-x:auto}.sample img{max-width:100%;height:auto;display:block}
+.none{color:#b00}h3{margin-bottom:4px}img{max-width:100%}
 """
 
 

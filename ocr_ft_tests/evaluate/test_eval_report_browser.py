@@ -1,0 +1,59 @@
+"""The HTML report in a real browser (headless Chromium): the worst-sample columns never overlap and the
+page image scales to its column."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ocr_ft.evaluate.report import build_report
+from ocr_ft.evaluate.runner import TestSample, score
+from ocr_ft_tests.factories import make_png
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _wide_table(n_cols: int, text: str) -> str:
+    row = "".join(f"<td>{text}{i}</td>" for i in range(n_cols))
+    return f"<table><tr>{row}</tr><tr>{row}</tr></table>"
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
+def test_report_columns_do_not_overlap_and_images_fit(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    samples = []
+    for i in range(3):
+        (data / "img" / f"{i}.png").write_bytes(make_png(i, width=1800, height=500))
+        samples.append(TestSample(f"k{i}", f"img/{i}.png", _wide_table(8, "자산총계"), "plain", "synthetic", i + 1))
+    runs = {}
+    for name, text in (("base", "부채"), ("finetuned", "자산총계")):
+        preds = {s.key: {"html": _wide_table(12 if name == "base" else 8, text), "latency_s": 0.1} for s in samples}
+        runs[name] = score(samples, preds, name, workers=1)
+    out = tmp_path / "report"
+    build_report(runs, out, data)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto((out / "report.html").as_uri())
+            blocks = page.query_selector_all(".sample")
+            assert len(blocks) == 3
+            for block in blocks:
+                boxes = [c.bounding_box() for c in block.query_selector_all(":scope > div")]
+                assert len(boxes) == 4  # image, truth, base, fine-tune
+                for left, right in zip(boxes, boxes[1:]):
+                    assert left["x"] + left["width"] <= right["x"] + 0.5, f"columns overlap: {left} {right}"
+                column = boxes[0]
+                img = block.query_selector("img").bounding_box()
+                assert img["width"] <= column["width"] + 0.5
+                assert img["x"] + img["width"] <= boxes[1]["x"]
+            page.screenshot(path=str(Path(os.environ.get("OCR_FT_SCREENSHOT_DIR", tmp_path)) / "report.png"),
+                            full_page=True)
+        finally:
+            browser.close()
