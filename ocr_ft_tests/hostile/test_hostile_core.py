@@ -97,6 +97,13 @@ def test_span_bomb_is_refused_before_the_grid_is_built(tmp_path):
     assert b.seconds < 2 and b.peak_mb < 30
     assert res.reason == "table_too_large" and "hostile.png" in res.detail
     assert not rep.ok and any("over the limit" in p for p in rep.problems)
+    # the 19 KB variant (once enough to exhaust memory) is refused just as cheaply
+    wide = "<table>" + ("<tr>" + '<td rowspan="1000" colspan="1000">x</td>' * 8 + "</tr>") * 50 + "</table>"
+    assert 15_000 < len(wide) < 20_000
+    with Bounded() as b:
+        res = validate_pair(_pair(tmp_path, wide, "wide.png"), str(tmp_path), ValidationLimits(max_seq_len=100_000))
+    assert res.reason == "table_too_large" and "wide.png" in res.detail
+    assert b.seconds < 2 and b.peak_mb < 30
 
 
 def test_label_over_the_token_budget_is_refused_before_parsing(tmp_path, monkeypatch):
