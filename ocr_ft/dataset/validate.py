@@ -8,6 +8,7 @@ Checks, in order, each failure a reject with its reason code:
 ``image_missing``   the image path is empty or the file is gone
 ``image_empty``     the image file has zero bytes
 ``image_corrupt``   the image does not decode
+``image_16bit``     the image has 16-bit (or 32-bit) gray pixels, which would become white in training
 ``image_size``      the image is smaller than ``min_side`` or larger than ``max_image_pixels``
 ``no_table``        the label holds no ``<table>``
 ``grid_invalid``    the label's grid is inconsistent even after repair (span overlaps…)
@@ -124,6 +125,10 @@ def _validate_pair(pair: RawPair, data_dir: str, limits: ValidationLimits) -> Re
             width, height = img.size
             if width * height > limits.max_image_pixels:
                 return reject("image_size", f"{width}x{height} exceeds {limits.max_image_pixels} pixels")
+            mode = img.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                return reject("image_16bit", f"{where} has {mode} pixels, which training's RGB conversion turns "
+                                             "white; store it with 8 bits per channel (the existing source does)")
             img.load()
             phash = image_phash(img)
     except Exception as exc:  # PIL raises many types for corrupt data

@@ -223,6 +223,10 @@ def test_16bit_png_becomes_a_correct_8bit_image_not_white(tmp_path):
         rgb = np.asarray(im.convert("RGB"))
     assert rgb[20, 40].tolist() == [0, 0, 0] and rgb[35, 5].tolist() == [255, 255, 255]
     assert 120 <= rgb[2, 2, 0] <= 135
+    # a 16-bit image that reached validation unconverted (another source) is a reject, never a white sample
+    raw = RawPair("existing", "deep.png", str(folder / "deep.png"), "<table><tr><td>a</td></tr></table>", {})
+    res = validate_pair(raw, str(tmp_path))
+    assert res.reason == "image_16bit" and "deep.png" in res.detail
 
 
 def test_stray_files_in_existing_each_get_a_reason_and_a_count(tmp_path):
