@@ -517,11 +517,12 @@ def collect_dart(
     result = SourceResult()
     pending: list[PendingTable] = []
     tables_seen = capped = 0
+    layout = [0]  # BORDER="0" layout tables seen (not pairs, not rejects)
     for n, filing in enumerate(filings, 1):
         before = len(pending)
         found, over = _collect_filing(
             client, filing, pending, result.rejects, min_rows=min_rows, min_cols=min_cols, max_rows=max_rows,
-            max_tables=max_tables_per_filing, refresh=refresh_documents,
+            max_tables=max_tables_per_filing, refresh=refresh_documents, layout=layout,
         )
         tables_seen += found
         capped += over
@@ -538,6 +539,7 @@ def collect_dart(
         "tables_found": tables_seen,
         "tables_kept": len(pending),
         "tables_over_cap": capped,
+        "layout_table": layout[0],
         "pairs": len(result.pairs),
         "rejects": len(result.rejects),
         "reject_reasons": reject_reasons(result.rejects),
@@ -557,6 +559,7 @@ def _collect_filing(
     max_rows: int | None,
     max_tables: int | None,
     refresh: bool,
+    layout: list[int] | None = None,
 ) -> tuple[int, int]:
     """Fetch and parse one filing; append its kept tables to ``pending`` and its refusals to ``rejects``.
     Returns the number of top-level tables found and the number of good tables left out by ``max_tables``."""
@@ -571,6 +574,7 @@ def _collect_filing(
         rejects.append(Reject(SOURCE, f"dart_{rcept_no}.zip", "load", exc.reason, str(exc), extra=base_meta))
         return 0, 0
     index = kept = over = parsed = 0
+    layout_counter = layout if layout is not None else [0]
     for name, payload in members:
         if not name.lower().endswith(".xml"):
             continue
@@ -589,6 +593,9 @@ def _collect_filing(
                 "table_index": index, "document_table_index": table.index, "section_title": table.section_title,
                 "title": table.title, "rows": table.n_rows, "cols": table.n_cols,
             }
+            if table.reason == "layout_table":  # BORDER="0" framing: counted, not a reject of data
+                layout_counter[0] += 1
+                continue
             if not table.kept:
                 rejects.append(Reject(SOURCE, filename, "load", table.reason,
                                       f"rcept_no {rcept_no} {name} table {table.index}: {table.detail}", extra=meta))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from html import escape
 from html.entities import name2codepoint
 
@@ -42,12 +42,33 @@ _BARE_AMP = re.compile(r"&(?!#\d+;|#[xX][0-9A-Fa-f]+;|[A-Za-z][A-Za-z0-9]*;)")
 _XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
 
 _CELL_TAGS = {"TH", "TD", "TE", "TU"}
+# Element names of the dart3/dart4 vocabulary (and the HTML a viewer may leave). A ``<...>`` whose name is
+# not one of them and that carries no quoted attribute is text (``<CP>``, ``<MS AR 사업>``) and is escaped.
+_KNOWN_TAGS = {
+    "DOCUMENT", "DOCUMENT-NAME", "FORMULA-VERSION", "COMPANY-NAME", "SUMMARY", "EXTRACTION", "BODY", "COVER",
+    "COVER-TITLE", "SECTION-1", "SECTION-2", "SECTION-3", "TITLE", "P", "SPAN", "TABLE", "TABLE-GROUP",
+    "COLGROUP", "COL", "THEAD", "TBODY", "TFOOT", "TR", "TH", "TD", "TE", "TU", "IMAGE", "IMG", "LIBRARY",
+    "PGBRK", "BR", "A", "PART", "INSERTION", "CORRECTION", "DIV", "LI", "UL", "OL", "B", "I", "U", "FONT",
+    "HTML", "HEAD", "META", "STRONG", "EM", "SUB", "SUP", "CENTER", "PRE", "XFORMULA", "AREGCIK",
+}
+_ANGLE = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9_.-]*)([^<>]*)>")
+_QUOTED_ATTRS = re.compile(r'^(\s+[A-Za-z_:][\w:.-]*\s*=\s*("[^"]*"|'"'"r"[^']*'))*\s*/?\s*$")
+MAX_TABLE_DEPTH = 64  # tables nested deeper than this are refused (no recursion past it)
+MAX_SPAN = 1000  # a ROWSPAN/COLSPAN above this is refused
 _BREAK_TAGS = {"P", "BR", "PGBRK", "TITLE", "DIV", "LI"}
 _SKIP_TAGS = {"COLGROUP", "COL", "IMAGE", "IMG", "LIBRARY"}
 
 
 class DartXmlError(ValueError):
     """A document that cannot be read at all (no element could be recovered)."""
+
+
+class DartTableRefused(ValueError):
+    """One table that cannot become a label (spans too large, nesting too deep): a reject of that table."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
 
 
 def decode_xml(data: bytes) -> tuple[str, str]:
@@ -75,6 +96,17 @@ def decode_xml(data: bytes) -> tuple[str, str]:
         return data.decode("cp949"), "cp949"
     except UnicodeDecodeError:
         return data.decode("cp949", errors="replace"), "cp949-replace"
+
+
+def _escape_text_brackets(text: str) -> str:
+    """Escape ``<`` of angle-bracket text that is not markup (``<CP>``, ``<MS AR 사업>``), so it stays text."""
+    def one(m: re.Match) -> str:
+        name, rest = m.group(2), m.group(3)
+        if name.upper() in _KNOWN_TAGS or (rest.strip() and _QUOTED_ATTRS.match(rest)):
+            return m.group(0)
+        return "&lt;" + m.group(0)[1:-1] + "&gt;"
+
+    return _ANGLE.sub(one, text)
 
 
 def _fix_entities(text: str) -> str:
@@ -115,7 +147,7 @@ def parse_xml(data: bytes) -> tuple[etree._Element, str, str]:
     if not data or not data.strip():
         raise DartXmlError("document is empty")
     text, encoding = decode_xml(data)
-    payload = _fix_entities(_DECL_TEXT.sub("", text, count=1)).encode("utf-8")
+    payload = _fix_entities(_escape_text_brackets(_DECL_TEXT.sub("", text, count=1))).encode("utf-8")
     parser = etree.XMLParser(
         recover=True, huge_tree=True, resolve_entities=False, no_network=True, remove_comments=True, remove_pis=True
     )
@@ -148,7 +180,8 @@ def _name(el) -> str:
 
 
 def _text(el) -> str:
-    return normalize_text(" ".join(el.itertext()))
+    # "".join: a word-wrap SPAN split inside a title must not add a space
+    return normalize_text("".join(el.itertext()))
 
 
 def _attr(el, name: str, default: str = "") -> str:
@@ -163,19 +196,28 @@ def _span_attr(el, name: str) -> int:
     raw = _attr(el, name) or None
     if raw is None:
         return 1
-    m = re.match(r"\s*(\d+)", raw)
-    return max(int(m.group(1)), 1) if m else 1
+    m = re.match(r"\s*0*(\d{1,7})(?!\d)", raw)
+    if m is None:
+        if re.match(r"\s*\d", raw):
+            raise DartTableRefused("span_too_large", f"{name}={raw[:20]}... is over {MAX_SPAN}")
+        return 1
+    value = int(m.group(1))
+    if value > MAX_SPAN:
+        raise DartTableRefused("span_too_large", f"{name}={value} is over {MAX_SPAN}")
+    return max(value, 1)
 
 
-def _inner_html(el) -> str:
+def _inner_html(el, depth: int = 0) -> str:
     """The content of a cell as HTML: text escaped, paragraph breaks as ``<br>``, nested tables converted."""
+    if depth > MAX_TABLE_DEPTH:
+        raise DartTableRefused("table_too_deep", f"elements nested deeper than {MAX_TABLE_DEPTH} levels")
     out: list[str] = [escape(el.text or "", quote=False)]
     for child in el:
         tag = _name(child)
         if tag == "TABLE":
-            out.append(table_to_html(child))
+            out.append(table_to_html(child, depth + 1))
         elif tag and tag not in _SKIP_TAGS:
-            inner = _inner_html(child)
+            inner = _inner_html(child, depth + 1)
             if tag in _BREAK_TAGS and "".join(out).strip():
                 out.append("<br>")
             out.append(inner)
@@ -183,35 +225,48 @@ def _inner_html(el) -> str:
     return "".join(out)
 
 
-def _row_html(tr) -> str:
+def is_shaded(cell) -> bool:
+    """A cell with header shading: a ``USERMARK`` holding a background mark (``BC0XDCDCDC``)."""
+    return bool(re.search(r"(?:^|\s)BC", _attr(cell, "USERMARK").upper()))
+
+
+def _row_html(tr, depth: int = 0) -> str:
     cells = []
+    row_cells = [c for c in tr if _name(c) in _CELL_TAGS]
+    shaded_row = bool(row_cells) and all(_name(c) == "TH" or is_shaded(c) for c in row_cells)
     for cell in tr:
         tag = _name(cell)
         if tag not in _CELL_TAGS:
             continue
-        out_tag = "th" if tag == "TH" else "td"
+        out_tag = "th" if tag == "TH" or shaded_row else "td"
         attrs = ""
         rs, cs = _span_attr(cell, "ROWSPAN"), _span_attr(cell, "COLSPAN")
         if rs > 1:
             attrs += f' rowspan="{rs}"'
         if cs > 1:
             attrs += f' colspan="{cs}"'
-        cells.append(f"<{out_tag}{attrs}>{_inner_html(cell)}</{out_tag}>")
+        cells.append(f"<{out_tag}{attrs}>{_inner_html(cell, depth)}</{out_tag}>")
     return "<tr>" + "".join(cells) + "</tr>"
 
 
-def table_to_html(table_el) -> str:
-    """A DART ``TABLE`` element as (not yet normalised) HTML. THEAD rows stay a header section."""
+def table_to_html(table_el, depth: int = 0) -> str:
+    """A DART ``TABLE`` element as (not yet normalised) HTML. THEAD rows stay a header section; a row whose
+    cells are all shaded (``USERMARK="BC…"``) is a header row: its cells become ``th``.
+
+    Raises :class:`DartTableRefused` for nesting deeper than :data:`MAX_TABLE_DEPTH` or a span over
+    :data:`MAX_SPAN`."""
+    if depth > MAX_TABLE_DEPTH:
+        raise DartTableRefused("table_too_deep", f"elements nested deeper than {MAX_TABLE_DEPTH} levels")
     head: list[str] = []
     body: list[str] = []
     for child in table_el:
         tag = _name(child)
         if tag == "THEAD":
-            head += [_row_html(tr) for tr in child if _name(tr) == "TR"]
+            head += [_row_html(tr, depth) for tr in child if _name(tr) == "TR"]
         elif tag in ("TBODY", "TFOOT"):
-            body += [_row_html(tr) for tr in child if _name(tr) == "TR"]
+            body += [_row_html(tr, depth) for tr in child if _name(tr) == "TR"]
         elif tag == "TR":
-            body.append(_row_html(child))
+            body.append(_row_html(child, depth))
     if head:
         return f"<table><thead>{''.join(head)}</thead><tbody>{''.join(body)}</tbody></table>"
     return f"<table>{''.join(body)}</table>"
@@ -227,12 +282,13 @@ class ExtractedTable:
     section_title: str  # nearest preceding TITLE directly under a SECTION-n
     title: str  # nearest preceding TITLE of any kind (a TABLE-GROUP's own title included)
     kept: bool
-    reason: str = ""  # why it was not kept: table_too_small, table_empty, table_too_large, table_unreadable
+    reason: str = ""  # why not kept: layout_table, table_too_small, table_empty, table_too_large, table_unreadable,
+    #                   span_too_large, table_too_deep
     detail: str = ""
+    element: object = field(default=None, repr=False, compare=False)  # the source TABLE element (for styling)
 
     def provenance(self) -> dict:
-        d = asdict(self)
-        d.pop("html")
+        d = {k: v for k, v in self.__dict__.items() if k not in ("html", "element")}
         return d
 
 
@@ -277,17 +333,27 @@ def extract_tables(
                 section_title = title
         elif tag == "TABLE" and not any(_name(a) == "TABLE" for a in el.iterancestors()):
             index += 1
-            raw = table_to_html(el)
+            if _attr(el, "BORDER").strip() == "0":  # cover, signature block, paragraph framing: not a table
+                doc.tables.append(ExtractedTable(index, "", 0, 0, 0, section_title, title, False, "layout_table",
+                                                 "BORDER=\"0\" layout table", element=el))
+                continue
             try:
+                raw = table_to_html(el)
                 label = normalize_html(raw)
                 n_rows, n_cols, text_length = measure_label(label)
-            except ValueError as exc:  # TableParseError: nothing table-like survived
+            except DartTableRefused as exc:
                 doc.tables.append(
-                    ExtractedTable(index, "", 0, 0, 0, section_title, title, False, "table_unreadable", str(exc))
+                    ExtractedTable(index, "", 0, 0, 0, section_title, title, False, exc.reason, str(exc), element=el)
+                )
+                continue
+            except (ValueError, RecursionError) as exc:  # TableParseError: nothing table-like survived
+                doc.tables.append(
+                    ExtractedTable(index, "", 0, 0, 0, section_title, title, False, "table_unreadable",
+                                   f"{type(exc).__name__}: {str(exc)[:200]}", element=el)
                 )
                 continue
             refusal = size_refusal(n_rows, n_cols, text_length, min_rows=min_rows, min_cols=min_cols, max_rows=max_rows)
             reason, detail = refusal or ("", "")
             doc.tables.append(ExtractedTable(index, label, n_rows, n_cols, text_length, section_title, title,
-                                             refusal is None, reason, detail))
+                                             refusal is None, reason, detail, element=el))
     return doc
