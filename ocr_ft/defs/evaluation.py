@@ -81,6 +81,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         "regression": report["comparison"]["regression"],
         "targets_failed": ", ".join(t["name"] for t in check_targets(ft) if t["passed"] is False),
         "report_html": dg.MetadataValue.path(str(out / "report.html")),
+        "review_html": dg.MetadataValue.path(str(out / "review.html")),
         "report_md": dg.MetadataValue.md((out / "report.md").read_text(encoding="utf-8")[:20000]),
     }
     return dg.MaterializeResult(metadata={k: v for k, v in metadata.items() if v is not None},

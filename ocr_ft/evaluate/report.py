@@ -232,6 +232,12 @@ def _status(passed: bool | None) -> str:
     return {True: "PASS", False: "FAIL", None: "n/a"}[passed]
 
 
+def mark_differences(pred_fragment: str, truth_fragment: str) -> str:
+    from .review import mark_differences as mark
+
+    return mark(pred_fragment, truth_fragment)
+
+
 def safe_table_html(html: str) -> str:
     """``html``'s tables rebuilt from the parsed model (table tags, rowspan/colspan, escaped text only);
     an escaped note when there is no table."""
@@ -345,7 +351,7 @@ td,th{border:1px solid #999;padding:2px 6px;font-size:12px;vertical-align:top}
 .sample{display:grid;grid-auto-flow:column;grid-auto-columns:minmax(0,1fr);gap:16px;align-items:start;
 border-top:2px solid #ccc;padding:10px 0}
 .sample>div{min-width:0;overflow-x:auto}.sample img{max-width:100%;height:auto;display:block}
-.none{color:#b00}h3{margin-bottom:4px}img{max-width:100%}
+.none{color:#b00}h3{margin-bottom:4px}img{max-width:100%}td.diff{background:#fdd}
 """
 
 
@@ -402,7 +408,7 @@ def _html(report: dict, summaries: dict[str, dict], plots: dict[str, str], worst
                 continue
             note = f" - error: {e(other.error)}" if other.error else ""
             parts.append(f"<div><b>{e(name)}</b> TEDS {e(_teds_text(other.teds, other.teds_timed_out, other.teds_error))}, CER {_fmt(other.cer, True)}{note}"
-                         f"{safe_table_html(other.pred_html)}</div>")
+                         f"{mark_differences(safe_table_html(other.pred_html), safe_table_html(s.gt_html))}</div>")
         parts.append("</div>")
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -432,7 +438,12 @@ def build_report(runs: dict[str, EvalRun], out_dir: str | Path, data_dir: str | 
                         "cer": s.cer} for s in worst]
     base = data_dir if data_dir is not None else runs[names[-1]].meta.get("data_dir")
     images = {s.key: _thumbnail(Path(base) / s.image_path) if base else None for s in worst}
+    report["review_html"] = str(out_dir / "review.html")
     atomic_write_json(out_dir / "report.json", report)
     atomic_write_text(out_dir / "report.md", _markdown(report, summaries))
     atomic_write_text(out_dir / "report.html", _html(report, summaries, _plots(runs, summaries), worst, runs, images))
+    from .review import build_review
+
+    build_review(runs, out_dir / "review.html",
+                 lambda image_path: _thumbnail(Path(base) / image_path) if base else None, safe_table_html)
     return report

@@ -57,3 +57,48 @@ def test_report_columns_do_not_overlap_and_images_fit(tmp_path):
                             full_page=True)
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
+def test_review_page_lists_every_sample_filters_and_marks_differences(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    samples = []
+    for i, (cat, src) in enumerate([("plain", "dart"), ("merged", "dart"), ("plain", "wiki"), ("nested_2level", "fss")]):
+        (data / "img" / f"{i}.png").write_bytes(make_png(i, width=1200, height=300))
+        samples.append(TestSample(f"k{i}", f"img/{i}.png", _wide_table(4, "자산"), cat, src, i + 1))
+    runs = {name: score(samples, {s.key: {"html": _wide_table(4, text), "latency_s": 0.1} for s in samples}, name,
+                        workers=1) for name, text in (("base", "부채"), ("finetuned", "자산"))}
+    out = tmp_path / "report"
+    report = build_report(runs, out, data, worst_n=1)
+    review = Path(report["review_html"])
+    assert review.is_file() and "http://" not in review.read_text(encoding="utf-8").replace("http-equiv", "")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(review.as_uri())
+            assert len(page.query_selector_all("section.item")) == 4
+            assert page.inner_text("#count") == "4 shown"
+            page.select_option("#cat", "plain")
+            assert page.inner_text("#count") == "2 shown"
+            page.select_option("#src", "wiki")
+            visible = [el for el in page.query_selector_all("section.item") if el.is_visible()]
+            assert [el.get_attribute("data-source") for el in visible] == ["wiki"]
+            page.select_option("#cat", "")
+            page.select_option("#src", "")
+            first = page.query_selector_all("section.item")[0]
+            cols = first.query_selector_all(".sample > div")
+            assert len(cols) == 4  # image, truth, base, fine-tune
+            base_cells, ft_cells = (c.query_selector_all("td") for c in cols[2:])
+            assert all(td.get_attribute("class") == "diff" for td in base_cells)
+            assert not any(td.get_attribute("class") for td in ft_cells)
+            boxes = [c.bounding_box() for c in cols]
+            for left, right in zip(boxes, boxes[1:]):
+                assert left["x"] + left["width"] <= right["x"] + 0.5
+            page.screenshot(path=str(Path(os.environ.get("OCR_FT_SCREENSHOT_DIR", tmp_path)) / "review.png"),
+                            full_page=True)
+        finally:
+            browser.close()
