@@ -74,6 +74,7 @@ class TrainConfig:
     resume: bool = True  # resume from the newest checkpoint in the output directory
     group_by_length: bool = False  # micro-batches of similar total token count (less padding), order still seeded
     report_to: str = "tensorboard"  # tensorboard (event files under <run>/tensorboard) | none
+    quantization: str = "none"  # none | 4bit: QLoRA, frozen base in bitsandbytes NF4 (CUDA GPU only)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -107,11 +108,12 @@ _CHOICES = {
     "precision": ("auto", "bf16", "fp32"),
     "image_backend": ("pil", "torchvision", "auto"),
     "report_to": ("tensorboard", "none"),
+    "quantization": ("none", "4bit"),
 }
 _FLOAT_KEYS = {"lora_dropout", "learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm"}
 _BOOL_KEYS = {"vision_lora", "gradient_checkpointing", "eval_at_start", "resume", "group_by_length"}
 _OPTIONAL_BOOL_KEYS = {"local_files_only"}
-_STR_KEYS = {"base_model", "prompt", "lr_scheduler", "precision", "image_backend", "report_to"}
+_STR_KEYS = {"base_model", "prompt", "lr_scheduler", "precision", "image_backend", "report_to", "quantization"}
 _OPTIONAL_INT_KEYS = {"max_steps", "eval_steps"}
 
 

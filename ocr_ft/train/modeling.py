@@ -150,8 +150,9 @@ def load_model_and_processor(
 
 
 def load_base_model(base_model: str | Path, dtype: torch.dtype, config: TrainConfig | None = None,
-                    local_files_only: bool | None = None) -> Any:
-    """The bare ``GlmOcrForConditionalGeneration`` (on CPU, in ``dtype``)."""
+                    local_files_only: bool | None = None, **load_kwargs: Any) -> Any:
+    """The bare ``GlmOcrForConditionalGeneration`` (on CPU, in ``dtype``; ``load_kwargs`` such as
+    ``quantization_config`` / ``device_map`` go to ``from_pretrained``)."""
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     config = config or load_config()
@@ -165,7 +166,7 @@ def load_base_model(base_model: str | Path, dtype: torch.dtype, config: TrainCon
         raise BaseModelError(f"base model {base_model!r}: expected model_type {MODEL_TYPE!r}, "
                              f"got {getattr(hf_config, 'model_type', None)!r}")
     try:
-        model = AutoModelForImageTextToText.from_pretrained(src, config=hf_config, dtype=dtype, **kw)
+        model = AutoModelForImageTextToText.from_pretrained(src, config=hf_config, dtype=dtype, **kw, **load_kwargs)
     except Exception as exc:  # noqa: BLE001
         raise _wrap(str(base_model), "weights", exc, offline) from exc
     return model

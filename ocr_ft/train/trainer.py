@@ -315,6 +315,7 @@ def train(
     checkpoint stays).
     """
     config = config or load_config()
+    check_quantization(config, resolve_device(device))
     out, data_dir = Path(output_dir), Path(data_dir)
     out.mkdir(parents=True, exist_ok=True)
     bundle = load_processor(config.base_model, config)
@@ -352,6 +353,27 @@ def train(
                 checkpoints[-1] if checkpoints else None, on_log, resolve_device(device))
 
 
+def check_quantization(config: TrainConfig, device: torch.device) -> None:
+    """A clear error before any loading when ``quantization: 4bit`` cannot run here."""
+    if config.quantization == "none":
+        return
+    if device.type != "cuda":
+        raise ValueError(f"quantization: {config.quantization} (QLoRA, bitsandbytes NF4) needs a CUDA GPU; this "
+                         f"run is on {device.type}. Set quantization: none to train the full-precision base here.")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ValueError("quantization: 4bit needs the bitsandbytes package: pip install 'ocr_ft[gpu]'") from None
+
+
+def qlora_config(dtype: torch.dtype):
+    """NF4 with double quantization, computing in the run's dtype (the QLoRA paper's recipe)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=dtype)
+
+
 def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val_budget: BudgetReport,
          data_dir: Path, out: Path, fingerprint: str, resume_from: Path | None, on_log: LogFn | None,
          device: torch.device) -> TrainResult:
@@ -364,11 +386,23 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
     eval_records = val_budget.kept[: config.max_eval_samples]
 
     torch.manual_seed(config.seed)
-    model = load_base_model(config.base_model, dtype, config)
+    if config.quantization == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        model = load_base_model(config.base_model, dtype, config, quantization_config=qlora_config(dtype),
+                                device_map={"": device})
+        # norms in fp32, inputs requiring grad for checkpointing through the frozen 4-bit layers
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model = load_base_model(config.base_model, dtype, config)
     model.config.use_cache = False
-    if config.gradient_checkpointing:
+    if config.gradient_checkpointing and config.quantization == "none":
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    model = apply_lora(model, config).to(device)
+    model = apply_lora(model, config)
+    if config.quantization == "none":
+        model = model.to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -493,6 +527,7 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
         "total_parameters": sum(p.numel() for p in model.parameters()),
         "lora_modules": len(lora_module_names(model)),
         "vision_lora": config.vision_lora,
+        "quantization": config.quantization,
         "adapter_dir": "adapter",
     }
     atomic_write_json(out / "summary.json", summary)

@@ -177,3 +177,17 @@ def test_resumed_run_writes_each_tensorboard_step_once(tiny_config, table_data, 
         train(cfg, table_data["train"], [], table_data["data_dir"], out, on_log=kill_at_step_3)
     train(cfg, table_data["train"], [], table_data["data_dir"], out)
     assert [st for st, _ in board_scalars(out, "train/loss")] == [1, 2, 3, 4]
+
+
+def test_qlora_on_cpu_is_a_clear_error_before_loading(tiny_config, table_data, tmp_path):
+    cfg = tiny_config.replace(quantization="4bit")
+    with pytest.raises(ValueError, match="quantization: 4bit.*needs a CUDA GPU.*on cpu"):
+        train(cfg, table_data["train"], [], table_data["data_dir"], tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_qlora_config_is_nf4_with_the_run_dtype():
+    from ocr_ft.train.trainer import qlora_config
+
+    q = qlora_config(torch.bfloat16)
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_compute_dtype == torch.bfloat16
