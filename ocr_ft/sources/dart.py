@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import re
+import time
 import zipfile
 import zlib
 from dataclasses import asdict, dataclass
@@ -57,7 +58,12 @@ AUTH_STATUSES = {"010", "011", "012", "901"}
 STATUS_NO_DATA = "013"
 STATUS_NO_FILE = "014"
 STATUS_RATE_LIMIT = "020"
-RETRYABLE_STATUSES = {STATUS_RATE_LIMIT, "800"}  # 800: service paused for maintenance
+STATUS_IP = "012"  # the caller's IP address is not on the key's allow-list
+STATUS_MAINTENANCE = "800"  # the service is down for maintenance (hours)
+RETRYABLE_STATUSES: set[str] = set()  # 020 is a daily quota and 800 lasts hours: neither is worth a retry
+MAX_MEMBER_BYTES = 256 * 1024 * 1024  # one member, uncompressed
+MAX_MEMBER_RATIO = 200  # uncompressed / compressed above this (for members over 1 MB) is a zip bomb
+QUOTA_MESSAGE = "OpenDART status 020: daily quota spent; rerun after 00:00 KST"
 
 
 class DartError(ApiError):
@@ -74,7 +80,11 @@ class DartAuthError(DartError):
 
 
 class DartRateLimitError(DartError):
-    """Status 020 persisted through every retry."""
+    """Status 020: the key's daily request quota is spent. The partition stops at once (no retries)."""
+
+
+class DartMaintenanceError(DartError):
+    """Status 800: OpenDART is down for maintenance."""
 
 
 class DartDocumentError(DartError):
@@ -113,8 +123,14 @@ class Filing:
 # --------------------------------------------------------------------------------------------------
 
 
-def _unsafe_member(name: str) -> bool:
+def member_name(name: str) -> str:
+    """A ZIP member's name as used here: one leading ``/`` of 2015-16 archives stripped, ``\\`` as ``/``."""
     posix = name.replace("\\", "/")
+    return posix[1:] if posix.startswith("/") and not posix.startswith("//") else posix
+
+
+def _unsafe_member(name: str) -> bool:
+    posix = member_name(name)
     return (
         posix.startswith("/")
         or bool(re.match(r"^[A-Za-z]:", posix))
@@ -122,16 +138,32 @@ def _unsafe_member(name: str) -> bool:
     )
 
 
-def read_zip_documents(data: bytes, rcept_no: str, *, max_bytes: int = MAX_ZIP_BYTES) -> list[tuple[str, bytes]]:
-    """The members of a filing's ZIP as ``(name, bytes)``, sorted by name; directories skipped.
+def _document_order(rcept_no: str):
+    def key(item: tuple[str, bytes]) -> tuple[int, str]:
+        stem = PurePosixPath(item[0]).stem.strip("_")
+        return (0 if stem == rcept_no else 1, item[0])
+    return key
 
-    Raises :class:`DartDocumentError` naming ``rcept_no`` when the archive is truncated or corrupt (bad
-    central directory, CRC mismatch), when a member name is absolute or contains ``..`` (zip slip), or when
-    it would unpack to more than ``max_bytes``.
+
+_SUPPORTED_COMPRESSION = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+
+
+def read_zip_documents(data: bytes, rcept_no: str, *, max_bytes: int = MAX_ZIP_BYTES,
+                       max_member_bytes: int = MAX_MEMBER_BYTES, max_ratio: float = MAX_MEMBER_RATIO
+                       ) -> list[tuple[str, bytes]]:
+    """The members of a filing's ZIP as ``(name, bytes)``: the main document (``{rcept_no}.xml`` or
+    ``_{rcept_no}.xml``) first, then the others by name; directories skipped; a leading ``/`` stripped.
+
+    Raises :class:`DartDocumentError` naming ``rcept_no`` and a reason: ``zip_corrupt`` (truncated, bad
+    central directory, CRC mismatch), ``zip_unsafe`` (``..``, a drive letter or an absolute path after the
+    leading ``/``), ``zip_too_large`` (over ``max_bytes`` in all, ``max_member_bytes`` for one member, or a
+    compression ratio over ``max_ratio``: checked from the headers before anything is decompressed, and the
+    read itself is bounded), ``zip_unreadable`` (encrypted member, unsupported compression), ``zip_no_xml``
+    (no member, or no ``.xml`` member; the count of members is in the message).
     """
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
         raise DartDocumentError(
             f"document ZIP of rcept_no {rcept_no} is truncated or corrupt ({len(data)} bytes): {exc}",
             rcept_no, reason="zip_corrupt",
@@ -143,8 +175,27 @@ def read_zip_documents(data: bytes, rcept_no: str, *, max_bytes: int = MAX_ZIP_B
             if _unsafe_member(info.filename):
                 raise DartDocumentError(
                     f"document ZIP of rcept_no {rcept_no} has an unsafe entry {info.filename!r} "
-                    "(absolute path or '..'): refused",
+                    "(absolute path, drive letter or '..'): refused",
                     rcept_no, reason="zip_unsafe",
+                )
+            if info.flag_bits & 0x1:
+                raise DartDocumentError(
+                    f"document ZIP of rcept_no {rcept_no}: member {info.filename!r} is encrypted: refused",
+                    rcept_no, reason="zip_unreadable",
+                )
+            if info.compress_type not in _SUPPORTED_COMPRESSION:
+                raise DartDocumentError(
+                    f"document ZIP of rcept_no {rcept_no}: member {info.filename!r} uses unsupported "
+                    f"compression method {info.compress_type}: refused",
+                    rcept_no, reason="zip_unreadable",
+                )
+            ratio = info.file_size / max(info.compress_size, 1)
+            if info.file_size > max_member_bytes or (info.file_size > 1024 * 1024 and ratio > max_ratio):
+                raise DartDocumentError(
+                    f"document ZIP of rcept_no {rcept_no}: member {info.filename!r} would unpack to "
+                    f"{info.file_size} bytes from {info.compress_size} (ratio {ratio:.0f}; limits "
+                    f"{max_member_bytes} bytes, ratio {max_ratio}): refused as a likely zip bomb",
+                    rcept_no, reason="zip_too_large",
                 )
         total = sum(i.file_size for i in infos)
         if total > max_bytes:
@@ -152,15 +203,34 @@ def read_zip_documents(data: bytes, rcept_no: str, *, max_bytes: int = MAX_ZIP_B
                 f"document ZIP of rcept_no {rcept_no} would unpack to {total} bytes (limit {max_bytes}): refused",
                 rcept_no, reason="zip_too_large",
             )
-        for info in sorted(infos, key=lambda i: i.filename):
+        xml_count = sum(1 for i in infos if i.filename.lower().endswith(".xml"))
+        if not xml_count:
+            raise DartDocumentError(
+                f"document ZIP of rcept_no {rcept_no} holds no XML document ({len(infos)} member(s))",
+                rcept_no, reason="zip_no_xml",
+            )
+        for info in infos:
             try:
-                members.append((info.filename, zf.read(info)))
+                with zf.open(info) as fh:
+                    payload = fh.read(info.file_size + 1)  # bounded: a lying header cannot make it read more
             except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
                 raise DartDocumentError(
                     f"document ZIP of rcept_no {rcept_no} is truncated or corrupt at {info.filename!r}: {exc}",
                     rcept_no, reason="zip_corrupt",
                 ) from None
-    return members
+            except (RuntimeError, NotImplementedError) as exc:
+                raise DartDocumentError(
+                    f"document ZIP of rcept_no {rcept_no}: member {info.filename!r} cannot be read "
+                    f"({type(exc).__name__}: {exc})",
+                    rcept_no, reason="zip_unreadable",
+                ) from None
+            if len(payload) > info.file_size:
+                raise DartDocumentError(
+                    f"document ZIP of rcept_no {rcept_no}: member {info.filename!r} is larger than its header "
+                    "says: refused", rcept_no, reason="zip_corrupt",
+                )
+            members.append((member_name(info.filename), payload))
+    return sorted(members, key=_document_order(rcept_no))
 
 
 def extract_zip(data: bytes, dest: str | Path, rcept_no: str) -> list[Path]:
@@ -184,6 +254,18 @@ def extract_zip(data: bytes, dest: str | Path, rcept_no: str) -> list[Path]:
 
 
 def _status_error(status: str, message: str, request: str) -> DartError:
+    if status == STATUS_RATE_LIMIT:
+        return DartRateLimitError(f"{QUOTA_MESSAGE} on {request} ({message})", status, message)
+    if status == STATUS_IP:
+        return DartAuthError(
+            f"OpenDART refused this machine's IP address (status 012: {message}) on {request}; add the IP to "
+            "the key's allow-list at opendart.fss.or.kr (the key itself was accepted)",
+            status, message,
+        )
+    if status == STATUS_MAINTENANCE:
+        return DartMaintenanceError(
+            f"OpenDART is down for maintenance (status 800: {message}) on {request}; rerun later", status, message
+        )
     if status in AUTH_STATUSES:
         return DartAuthError(
             f"OpenDART rejected the API key (status {status}: {message}) on {request}; "
@@ -238,7 +320,9 @@ class DartClient:
         backoff_max: float = 60.0,
         min_interval: float = 0.1,
         http: HttpClient | None = None,
+        maintenance_wait: float = 5.0,
     ):
+        self.maintenance_wait = maintenance_wait
         self._key = api_key_or_fail(api_key, DartAuthError, "OpenDART", API_KEY_ENV)
         self.base_url = base_url.rstrip("/")
         self.http = http or HttpClient(
@@ -264,6 +348,8 @@ class DartClient:
         message = str(obj.get("message", "")) if isinstance(obj, dict) else ""
         if status in RETRYABLE_STATUSES:
             raise RetryableResponse(f"OpenDART status {status} ({message})", code=status)
+        if status == STATUS_MAINTENANCE:
+            time.sleep(self.maintenance_wait)  # a short wait, then fail: maintenance lasts hours
         raise _status_error(status or "?", message or "no status in the answer", resp.request)
 
     def _get(self, endpoint: str, params: dict[str, Any], check: Callable[[Response], None], refresh: bool) -> Response:
@@ -339,7 +425,8 @@ class DartClient:
                 except DartDocumentError as exc:
                     if exc.reason == "zip_corrupt":
                         raise RetryableResponse(str(exc), code="zip_corrupt") from None
-                    raise
+                    # refused (unsafe, too large, encrypted, no XML): a lasting answer, cached so that a
+                    # rerun does not download it again; documents() refuses it again from the cache
                 return
             err = _error_body(resp.content)
             if err is None:
@@ -351,6 +438,8 @@ class DartClient:
             status, message = err
             if status in RETRYABLE_STATUSES:
                 raise RetryableResponse(f"OpenDART status {status} ({message})", code=status)
+            if status == STATUS_MAINTENANCE:
+                time.sleep(self.maintenance_wait)
             if status not in (STATUS_NO_FILE, STATUS_NO_DATA):
                 raise _status_error(status, message, resp.request)
             # "no file" is a lasting answer about this filing: accepted, so it is cached like a document.

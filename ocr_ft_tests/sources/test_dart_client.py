@@ -48,7 +48,7 @@ def list_handler(filings, reply):
 @pytest.fixture
 def dart(fake_server, tmp_path):
     return DartClient(KEY, cache_dir=tmp_path / "cache", base_url=f"{fake_server.url}/api", max_attempts=3,
-                      backoff_base=0.0, min_interval=0.0)
+                      backoff_base=0.0, min_interval=0.0, maintenance_wait=0.01)
 
 
 def test_list_filings_follows_total_page(fake_server, reply, dart):
@@ -67,22 +67,35 @@ def test_status_013_is_an_empty_result(fake_server, reply, dart):
     assert dart.list_filings("20240101", "20240131") == []
 
 
-def test_rate_limit_020_then_success(fake_server, script, reply, dart):
-    fake_server.route("/api/list.json", script(
-        reply(200, {"status": "020", "message": "요청 제한을 초과하였습니다."}),
-        reply(200, {"status": "000", "message": "정상", "total_page": 1, "list": [filing(1)]}),
-    ))
-    assert [f.rcept_no for f in dart.list_filings("20240101", "20240131")] == ["20240515000001"]
-    assert len(fake_server.hits()) == 2
-
-
-def test_rate_limit_020_forever_raises_after_bounded_retries(fake_server, reply, dart):
+def test_daily_quota_020_stops_at_once_without_retries(fake_server, reply, dart, tmp_path):
     fake_server.route("/api/list.json", reply(200, {"status": "020", "message": "요청 제한을 초과하였습니다."}))
     with pytest.raises(DartRateLimitError) as info:
         dart.list_filings("20240101", "20240131")
-    assert info.value.status == "020" and "3 attempts" in str(info.value)
-    assert len(fake_server.hits()) == 3
-    assert KEY not in str(info.value)
+    msg = str(info.value)
+    assert info.value.status == "020" and "daily quota spent; rerun after 00:00 KST" in msg
+    assert len(fake_server.hits()) == 1  # no retries: the quota is daily
+    assert KEY not in msg
+    with pytest.raises(DartRateLimitError):  # not cached: the next run asks again
+        dart.list_filings("20240101", "20240131")
+    assert len(fake_server.hits()) == 2
+
+
+def test_status_012_names_the_ip_allow_list(fake_server, reply, dart):
+    fake_server.route("/api/list.json", reply(200, {"status": "012", "message": "접근할 수 없는 IP입니다."}))
+    with pytest.raises(DartAuthError) as info:
+        dart.list_filings("20240101", "20240131")
+    assert "allow-list" in str(info.value) and "012" in str(info.value)
+    assert len(fake_server.hits()) == 1
+
+
+def test_status_800_maintenance_fails_after_a_short_wait(fake_server, reply, dart):
+    from ocr_ft.sources.dart import DartMaintenanceError
+
+    fake_server.route("/api/list.json", reply(200, {"status": "800", "message": "시스템 점검 중입니다."}))
+    with pytest.raises(DartMaintenanceError) as info:
+        dart.list_filings("20240101", "20240131")
+    assert "maintenance" in str(info.value) and KEY not in str(info.value)
+    assert len(fake_server.hits()) == 1
 
 
 @pytest.mark.parametrize("status", ["010", "011"])
@@ -158,7 +171,8 @@ def test_truncated_zip_forever_names_rcept_no(fake_server, reply, dart, make_zip
     assert not dart.http.is_cached(f"{fake_server.url}/api/document.xml", {"rcept_no": "20240515000042"})
 
 
-@pytest.mark.parametrize("evil", ["../../etc/passwd", "/abs/path.xml", "dir/../../x.xml", "C:\\win.xml", "..\\up.xml"])
+@pytest.mark.parametrize("evil", ["../../etc/passwd", "//abs/path.xml", "/../x.xml", "/C:/x.xml", "dir/../../x.xml",
+                                  "C:\\win.xml", "..\\up.xml"])
 def test_zip_slip_entries_are_refused(fake_server, reply, dart, make_zip, evil):
     fake_server.route("/api/document.xml", reply(200, make_zip({"ok.xml": "<DOCUMENT/>", evil: "x"})))
     with pytest.raises(DartDocumentError) as info:
