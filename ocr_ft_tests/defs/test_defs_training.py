@@ -51,6 +51,7 @@ def test_tiny_model_lora_and_report_through_the_graph(tmp_path):
     report = mats["evaluation_report"].metadata
     html = Path(report["report_html"].value)
     assert html.is_file() and "teds_base" in report and "teds_finetuned" in report
+    assert "section class='item'" in Path(report["review_html"].value).read_text(encoding="utf-8")
     assert report["pages_per_s"].value > 0 and report["teds_unscored"].value == 0
     data = json.loads((html.parent / "report.json").read_text())
     assert set(data["runs"]) == {"base", "finetuned"}
