@@ -28,7 +28,8 @@ class LoraSearchConfig(dg.Config):
     train_subset: int = Field(0, description="Train each trial on the first N training samples (0: all).")
     parallel_trials: int = Field(0, description="Trials at once, one per GPU. 0: the limit of the `gpu` pool.")
     storage: str = Field(default_factory=lambda: os.environ.get(STORAGE_ENV, ""),
-                         description=f"Optuna RDB URL (env {STORAGE_ENV}); empty: SQLite under $DAGSTER_HOME/optuna/.")
+                         description=f"Optuna RDB URL (env {STORAGE_ENV}); empty: the deployment's PostgreSQL when "
+                         "DAGSTER_POSTGRES_HOST is set (docker/, k8s), else SQLite under $DAGSTER_HOME/optuna/.")
     seed: int = Field(0, description="Sampler seed.")
     base_model: str = Field(default_factory=lambda: os.environ.get("OCR_FT_BASE_MODEL", TINY),
                             description="As lora_checkpoint's base_model.")
@@ -50,6 +51,13 @@ def _storage_url(cfg: LoraSearchConfig, instance: dg.DagsterInstance, paths: Ocr
 
     if cfg.storage:
         return cfg.storage
+    if os.environ.get("DAGSTER_POSTGRES_HOST"):  # docker/ and k8s: the deployment's PostgreSQL, as the instance
+        from urllib.parse import quote
+
+        user, password = os.environ.get("DAGSTER_POSTGRES_USER", "dagster"), os.environ.get("DAGSTER_POSTGRES_PASSWORD", "")
+        auth = quote(user) + (f":{quote(password)}" if password else "")
+        return (f"postgresql+psycopg2://{auth}@{os.environ['DAGSTER_POSTGRES_HOST']}:"
+                f"{os.environ.get('DAGSTER_POSTGRES_PORT', '5432')}/{os.environ.get('DAGSTER_POSTGRES_DB', 'dagster')}_optuna")  # own database: see ensure_database
     home = os.environ.get("DAGSTER_HOME")
     return default_storage_url(home if home else paths.sub("search"))
 

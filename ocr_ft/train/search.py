@@ -203,6 +203,25 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database of ``url`` when it is missing (the study must not share the Dagster
+    instance's database: both keep an ``alembic_version`` table). Other URLs are left alone."""
+    if not url.startswith("postgresql"):
+        return
+    import sqlalchemy as sa
+
+    target = sa.engine.make_url(url)
+    engine = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                  {"n": target.database}).scalar()
+            if not exists:
+                conn.execute(sa.text(f'CREATE DATABASE "{target.database.replace(chr(34), "")}"'))
+    finally:
+        engine.dispose()
+
+
 def _sampler(space: SearchSpace, seed: int):
     import optuna
 
@@ -323,6 +342,7 @@ def run_study(
     for d in devices:
         free.put(d)
 
+    ensure_database(storage_url)
     storage = optuna.storages.RDBStorage(storage_url)
     study = optuna.create_study(study_name=study_name, storage=storage, direction=direction,
                                 sampler=_sampler(space, seed), pruner=_pruner(space), load_if_exists=True)
