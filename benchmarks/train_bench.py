@@ -1,11 +1,13 @@
 """Training benchmark: steps/s, samples/s, tokens/s and peak memory of LoRA training steps.
 
 (a) Always: the tiny GLM-OCR model on CPU through the real trainer (ocr_ft.train.trainer.train) with the
-    ``tiny.yaml`` settings (batch 2 x accumulation 2, images up to 256 tokens), 8 optimizer steps.
+    ``tiny.yaml`` settings (batch 2 x accumulation 2, images up to 256 tokens), 8 optimizer steps, once plain
+    and once with ``group_by_length`` (tokens/s and padding fraction side by side).
 (b) When CUDA is available: the full-size GLM-OCR architecture (text hidden 1536, 16 layers, 16 heads / 8 KV
     heads, head_dim 128, vocab 59,392; vision 24 layers, hidden 1024) with random weights in bf16, batch 2 of
     2,048-token sequences (1,024 image tokens + 1,024 text tokens, of which 1,000 are answer tokens), LoRA
-    rank 8 on the language model, gradient checkpointing, AdamW: the seed recipe's step.
+    rank 8 on the language model, gradient checkpointing, AdamW: the seed recipe's step; then the same step
+    without gradient checkpointing (``gpu_full_size_no_checkpointing``).
 
 FLOPs of (b), per optimizer step.  T = batch * S tokens through the decoder (S = sequence length), N_lm the
 decoder layers' (frozen) weights, N_lora the LoRA weights, L layers, d_attn = heads * head_dim = 2,048,
@@ -170,7 +172,8 @@ def full_size_config():
 
 
 def bench_full_size(steps: int, device: str = "cuda", cfg=None, warmup: int = 2, batch: int = 2, grid: int = 64,
-                    text_len: int = 1024, answer_len: int = 1000, peak_flops: float | None = None) -> dict:
+                    text_len: int = 1024, answer_len: int = 1000, peak_flops: float | None = None,
+                    gradient_checkpointing: bool = True) -> dict:
     """One LoRA training step of the seed recipe, timed. ``cfg`` defaults to the full-size GLM-OCR config;
     a smaller one (and ``device="cpu"``) is only for checking this code without a GPU.  ``peak_flops``
     overrides the peak picked by device name."""
@@ -186,7 +189,8 @@ def bench_full_size(steps: int, device: str = "cuda", cfg=None, warmup: int = 2,
     with torch.device(dev):
         model = GlmOcrForConditionalGeneration._from_config(cfg, dtype=torch.bfloat16)
     model.config.use_cache = False
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     train_cfg = load_config()  # seed recipe: rank 8, alpha 16, dropout 0.05, LM-only targets
     model = apply_lora(model, train_cfg).to(dev).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -257,8 +261,11 @@ def bench_full_size(steps: int, device: str = "cuda", cfg=None, warmup: int = 2,
         peak, peak_note = peak_bf16(name)
     else:
         peak, peak_note = None, "CPU run (code check only): no peak, no MFU"
+    if not gradient_checkpointing:  # no recompute: hardware FLOPs are the model FLOPs
+        f = {**f, "recompute": 0.0, "hardware": f["model"]}
     return {
         "device": name,
+        "gradient_checkpointing": gradient_checkpointing,
         "seq_len": seq,
         "batch": batch,
         "steps": steps,
@@ -300,9 +307,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tiny CPU (group_by_length={run['group_by_length']}): {run['steps_per_s']} steps/s, "
               f"{run['samples_per_s']} samples/s, {run['tokens_per_s']} tokens/s, padding {run['padding_fraction']}",
               file=sys.stderr)
-    gpu, gpu_note = None, "skipped: torch.cuda.is_available() is false"
+    gpu, gpu_no_ckpt, gpu_note = None, None, "not run: no GPU (torch.cuda.is_available() is false)"
     if torch.cuda.is_available():
-        gpu, gpu_note = bench_full_size(a.gpu_steps, peak_flops=a.peak_tflops * 1e12 if a.peak_tflops else None), None
+        peak = a.peak_tflops * 1e12 if a.peak_tflops else None
+        gpu, gpu_note = bench_full_size(a.gpu_steps, peak_flops=peak), None
+        torch.cuda.empty_cache()
+        # the same step without gradient checkpointing: faster, more memory (the two side by side)
+        gpu_no_ckpt = bench_full_size(a.gpu_steps, peak_flops=peak, gradient_checkpointing=False)
         print(f"full-size GPU ({gpu['device']}): {gpu['steps_per_s']} steps/s, MFU {gpu['mfu']} (model FLOPs), "
               f"HFU {gpu['hfu']} (with recompute); peak: {gpu['peak_note']}", file=sys.stderr)
 
@@ -320,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_tokens_per_s_plain_vs_grouped": [cpu["tokens_per_s"], grouped["tokens_per_s"]],
         "cpu_padding_fraction_plain_vs_grouped": [cpu["padding_fraction"], grouped["padding_fraction"]],
         "gpu_full_size": gpu,
+        "gpu_full_size_no_checkpointing": gpu_no_ckpt,
         "gpu_note": gpu_note,
         "targets": TARGETS,
         "met": met,

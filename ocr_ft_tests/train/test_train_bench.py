@@ -61,6 +61,12 @@ def test_gpu_step_code_runs_on_cpu_with_a_tiny_config(bench):
     with_peak = bench.bench_full_size(1, device="cpu", cfg=cfg, warmup=0, batch=1, grid=4, text_len=8,
                                       answer_len=4, peak_flops=1e9)
     assert 0 < with_peak["mfu"] < with_peak["hfu"]
+    no_ckpt = bench.bench_full_size(1, device="cpu", cfg=cfg, warmup=0, batch=1, grid=4, text_len=8,
+                                    answer_len=4, peak_flops=1e9, gradient_checkpointing=False)
+    assert no_ckpt["gradient_checkpointing"] is False and with_peak["gradient_checkpointing"] is True
+    # same model FLOPs; without recompute the hardware FLOPs are just the model FLOPs
+    assert no_ckpt["model_tflops_per_step"] == with_peak["model_tflops_per_step"]
+    assert no_ckpt["hardware_tflops_per_step"] == no_ckpt["model_tflops_per_step"] and no_ckpt["mfu"] == no_ckpt["hfu"]
 
 
 @pytest.mark.slow
