@@ -485,7 +485,7 @@ def _write_outputs(study, space: SearchSpace, base_config: TrainConfig, out_dir:
             import optuna
 
             importances = {k: round(float(v), 4) for k, v in optuna.importance.get_param_importances(study).items()}
-        except Exception:  # noqa: BLE001 - e.g. every completed trial had the same params
+        except Exception:  # noqa: BLE001 - e.g. every completed trial had the same params: no plot
             importances = {}
     plots = _plots(rows, importances, objective, direction, out_dir)
     return StudyResult(
@@ -533,7 +533,7 @@ def _plots(rows: list[dict], importances: dict[str, float], objective: str, dire
         fig, ax = plt.subplots(figsize=(6, 0.4 * len(importances) + 1.2), dpi=100)
         names = list(importances)[::-1]
         ax.barh(names, [importances[n] for n in names])
-        ax.set_xlabel("importance (fANOVA, share of objective variance)")
+        ax.set_xlabel("importance (Optuna default evaluator, normalised)")
         ax.set_title("parameter importances")
         fig.tight_layout()
         plots["importances"] = out_dir / "importances.png"
