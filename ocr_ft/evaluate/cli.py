@@ -175,11 +175,21 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     ap.add_argument("--concurrency", type=int, default=4, help="endpoint: parallel requests")
     ap.add_argument("--request-timeout", type=float, default=120.0, help="endpoint: seconds per request")
     ap.add_argument("--retries", type=int, default=3, help="endpoint: retries per request")
-    ap.add_argument("--max-new-tokens", type=int, default=4096, help="generation budget per page")
+    ap.add_argument("--max-new-tokens", type=int, default=4096,
+                    help="generation budget per page (raised to the longest test label in tokens + a margin)")
+    ap.add_argument("--tokenizer", help="endpoint: tokenizer directory (the served model's) to size the generation "
+                    "budget by the longest test label, as local evaluation does")
     ap.add_argument("--batch-size", type=int, default=4, help="local model: images per generate call")
     ap.add_argument("--device", help="local model: torch device (default: CUDA when available)")
     ap.add_argument("--config", help="local model: training config YAML (prompt, pixel cap, precision)")
     return ap
+
+
+def _token_counter(tokenizer_dir: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def evaluate_main(argv: list[str] | None = None) -> int:
@@ -217,7 +227,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         name = args.name or ("finetuned" if args.adapter else "base")
         run = evaluate(args.test_set, predictor, args.data_dir, args.out, name, save_every=args.save_every,
                        limit=args.limit, mode=args.mode, workers=args.workers, teds_timeout_s=args.teds_timeout,
-                       log=log)
+                       log=log, count_tokens=_token_counter(args.tokenizer) if args.tokenizer else None)
     except TestSetError as exc:
         return _err(str(exc))
     except (ValueError, OSError, RuntimeError) as exc:  # bad model dir, foreign predictions, unreadable files

@@ -270,6 +270,7 @@ def evaluate(
     workers: int | None = None,
     teds_timeout_s: float | None = 60.0,
     log: Callable[[str], None] = lambda msg: None,
+    count_tokens: Callable[[str], int] | None = None,
 ) -> EvalRun:
     """Predict (resumably) and score ``test_set``; write ``eval_run.json`` into ``out_dir`` and return the run.
 
@@ -281,7 +282,7 @@ def evaluate(
         samples = samples[:limit]
     check_images(samples, data_dir, test_set)
     budget: dict = {}
-    counter = _tokenizer_counter(predictor)
+    counter = count_tokens or _tokenizer_counter(predictor)
     for attr in ("max_new_tokens", "max_tokens"):  # local / endpoint predictors: one generation budget
         if counter is not None and isinstance(getattr(predictor, attr, None), int):
             budget = generation_budget(samples, counter, floor=getattr(predictor, attr))

@@ -222,3 +222,17 @@ def test_data_dir_defaults_to_the_project_data_directory(monkeypatch, tmp_path):
     monkeypatch.setenv("OCR_FT_DATA_DIR", str(tmp_path))
     args = _evaluate_parser().parse_args(["--test-set", "t.jsonl", "--endpoint", "http://x", "--out", "o"])
     assert args.data_dir == str(tmp_path)
+
+
+def test_endpoint_generation_budget_covers_the_longest_label(fake_server, test_set, answer, tmp_path):
+    from ocr_ft.evaluate.predictors import EndpointPredictor
+    from ocr_ft.evaluate.runner import evaluate
+
+    answer(fake_server, test_set)
+    longest = max(len(r["ground_truth_html"]) for r in test_set["rows"])
+    predictor = EndpointPredictor(fake_server.url, model="m", max_tokens=16, backoff_s=0.01)
+    run = evaluate(test_set["path"], predictor, test_set["data_dir"], tmp_path / "out", "ep", workers=1,
+                   count_tokens=len)  # a character "tokenizer": the budget follows whatever counts tokens
+    sent = {r["json"]["max_tokens"] for r in fake_server.chat_requests()}
+    assert sent == {run.meta["max_new_tokens"]} and run.meta["longest_label_tokens"] == longest
+    assert run.meta["max_new_tokens"] > longest
