@@ -39,11 +39,13 @@ class DartConfig(dg.Config):
     corp_codes: list[str] = Field(default_factory=list, description="DART corp codes; empty: every company.")
     report_types: list[str] = Field(["A001", "A002", "A003"], description="pblntf_detail_ty codes (or pblntf_ty letters).")
     max_filings: int | None = Field(100, description="First N filings of the month (None: all).")
-    max_tables_per_filing: int | None = Field(30, description="First N kept tables of each filing (None: all).")
+    max_tables_per_filing: int | None = Field(30, description="At most N kept tables of each filing (None: all).")
+    selection: str = Field("financial_first", description="Which tables a filing contributes: financial_first "
+                           "(financial statements and notes first), document_order, or all (no cap).")
     refresh_listing: bool = Field(False, description="Ask the search again even when cached (set by the weekly schedule).")
 
 
-@dg.asset(partitions_def=dart_partitions, group_name=SOURCE_GROUP, code_version="1", pool="dart_api", kinds={"python"},
+@dg.asset(partitions_def=dart_partitions, group_name=SOURCE_GROUP, code_version="2", pool="dart_api", kinds={"python"},
           description="Tables of the DART filings received in one month (OpenDART list.json + document.xml), rendered.")
 def dart(context: dg.AssetExecutionContext, config: DartConfig, paths: OcrFtPaths, dart: DartResource,
          renderer: RendererResource) -> dg.MaterializeResult:
@@ -52,7 +54,7 @@ def dart(context: dg.AssetExecutionContext, config: DartConfig, paths: OcrFtPath
     with renderer.open(paths) as r:
         result = collect_dart(dart.client(paths), context.partition_key, r, corp_codes=config.corp_codes or None,
                               report_types=config.report_types, max_filings=config.max_filings,
-                              max_tables_per_filing=config.max_tables_per_filing,
+                              max_tables_per_filing=config.max_tables_per_filing, selection=config.selection,
                               refresh_listing=config.refresh_listing, progress=progress_logger(context, "dart"))
     return materialize_source(context, paths, "dart", result)
 

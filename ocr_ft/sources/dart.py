@@ -37,7 +37,9 @@ import lxml.etree as etree
 
 from ..dataset.records import Reject, SourceResult
 from ..storage import atomic_write_bytes
-from .dart_xml import DartXmlError, extract_tables
+from .dart_xml import (
+    DART_CSS, DartXmlError, ExtractedTable, extract_tables, invalid_byte_count, styled_table_html,
+)
 from .scraped_common import PendingTable, reject_reasons, render_pending, split_pending
 from .http import (
     ApiError, HttpClient, HttpError, Response, RetryableResponse, RetryPolicy, api_key_or_fail, json_or_retry,
@@ -569,6 +571,7 @@ def collect_dart(
     final_only: bool = True,
     max_filings: int | None = None,
     max_tables_per_filing: int | None = None,
+    selection: str = "financial_first",
     min_rows: int = 2,
     min_cols: int = 2,
     max_rows: int | None = 200,
@@ -582,7 +585,8 @@ def collect_dart(
     Knobs: ``corp_codes`` (None: every company), ``report_types`` (``pblntf_ty`` letters or
     ``pblntf_detail_ty`` codes; default annual/half-year/quarterly reports), ``final_only`` (only the final
     version of amended reports), ``max_filings`` (the first N filings by receipt date and number),
-    ``max_tables_per_filing`` (the first N kept tables of each filing), ``min_rows``/``min_cols`` (the 2x2
+    ``max_tables_per_filing`` with ``selection`` (see :func:`select_tables`: ``financial_first``,
+    ``document_order`` or ``all``), ``min_rows``/``min_cols`` (the 2x2
     rule), ``max_rows`` (longer tables are refused: they do not fit the image token budget),
     ``refresh_listing`` (re-ask the search even when cached: set it on scheduled rescrapes of a month still
     in progress), ``refresh_documents`` (re-download documents even when cached: a filing's documents do not
@@ -611,7 +615,7 @@ def collect_dart(
         before = len(pending)
         found, over = _collect_filing(
             client, filing, pending, result.rejects, min_rows=min_rows, min_cols=min_cols, max_rows=max_rows,
-            max_tables=max_tables_per_filing, refresh=refresh_documents, layout=layout,
+            max_tables=max_tables_per_filing, refresh=refresh_documents, layout=layout, selection=selection,
         )
         tables_seen += found
         capped += over
@@ -637,6 +641,38 @@ def collect_dart(
     return result
 
 
+SELECTION_POLICIES = ("financial_first", "document_order", "all")
+_FINANCIAL = re.compile(r"재무|연결|별도|손익|포괄이익|현금흐름|자본변동|주석|FINANCIAL", re.IGNORECASE)
+_SECTION_III = re.compile(r"^\s*(III|Ⅲ)\s*[.．]")
+
+
+def is_financial(table: ExtractedTable) -> bool:
+    """A table of the financial statements or their notes: under section III (재무에 관한 사항) or a
+    section/title naming 재무제표, 연결/별도, 손익, 현금흐름, 자본변동 or 주석."""
+    return bool(_SECTION_III.match(table.section_title or "")) or bool(
+        _FINANCIAL.search(table.section_title or "") or _FINANCIAL.search(table.title or "")
+    )
+
+
+def select_tables(items: Sequence, *, policy: str = "financial_first", max_tables: int | None = None,
+                  key: Callable[[Any], ExtractedTable] = lambda t: t) -> tuple[list, int]:
+    """Which kept tables a filing contributes, in document order; returns ``(chosen, number left out)``.
+
+    ``financial_first`` (default): the financial statements and their notes (:func:`is_financial`) first,
+    then the rest, up to ``max_tables``; ``document_order``: the first ``max_tables``; ``all``: every one
+    (the cap ignored). ``max_tables=None``: no cap."""
+    if policy not in SELECTION_POLICIES:
+        raise ValueError(f"unknown DART selection policy {policy!r}; choose one of {', '.join(SELECTION_POLICIES)}")
+    items = list(items)
+    if policy == "all" or max_tables is None or len(items) <= max_tables:
+        return items, 0
+    order = list(range(len(items)))
+    if policy == "financial_first":
+        order.sort(key=lambda i: (not is_financial(key(items[i])), i))
+    picked = sorted(order[:max(max_tables, 0)])
+    return [items[i] for i in picked], len(items) - len(picked)
+
+
 def _collect_filing(
     client: DartClient,
     filing: Filing,
@@ -649,6 +685,7 @@ def _collect_filing(
     max_tables: int | None,
     refresh: bool,
     layout: list[int] | None = None,
+    selection: str = "financial_first",
 ) -> tuple[int, int]:
     """Fetch and parse one filing; append its kept tables to ``pending`` and its refusals to ``rejects``.
     Returns the number of top-level tables found and the number of good tables left out by ``max_tables``."""
@@ -662,8 +699,36 @@ def _collect_filing(
     except DartDocumentError as exc:
         rejects.append(Reject(SOURCE, f"dart_{rcept_no}.zip", "load", exc.reason, str(exc), extra=base_meta))
         return 0, 0
-    index = kept = over = parsed = 0
-    layout_counter = layout if layout is not None else [0]
+    found, over, n_layout = documents_pending(
+        members, rcept_no, base_meta, pending, rejects, min_rows=min_rows, min_cols=min_cols, max_rows=max_rows,
+        max_tables=max_tables, selection=selection,
+    )
+    if layout is not None:
+        layout[0] += n_layout
+    return found, over
+
+
+def documents_pending(
+    members: Sequence[tuple[str, bytes]],
+    rcept_no: str,
+    base_meta: dict,
+    pending: list[PendingTable],
+    rejects: list[Reject],
+    *,
+    min_rows: int = 2,
+    min_cols: int = 2,
+    max_rows: int | None = 200,
+    max_tables: int | None = None,
+    selection: str = "financial_first",
+) -> tuple[int, int, int]:
+    """What one filing's documents contribute (the ``dart`` asset and ``ocr-ft dart extract`` alike): layout
+    tables counted, refused tables as rejects, the kept ones chosen by ``selection`` up to ``max_tables``,
+    styled for rendering (:func:`~ocr_ft.sources.dart_xml.styled_table_html`) and split into row windows
+    over ``max_rows``. Appends to ``pending``/``rejects``; returns ``(tables found, left out by the cap,
+    layout tables)``."""
+    layout_counter = [0]
+    index = over = parsed = 0
+    good: list[tuple[ExtractedTable, str, dict]] = []
     for name, payload in members:
         if not name.lower().endswith(".xml"):
             continue
@@ -673,12 +738,18 @@ def _collect_filing(
             rejects.append(Reject(SOURCE, f"dart_{rcept_no}/{name}", "load", "document_parse_failed",
                                   f"rcept_no {rcept_no} document {name}: {exc}", extra=base_meta))
             continue
+        except Exception as exc:  # one bad document never stops the others
+            rejects.append(Reject(SOURCE, f"dart_{rcept_no}/{name}", "load", "document_parse_failed",
+                                  f"rcept_no {rcept_no} document {name}: {type(exc).__name__}: {str(exc)[:300]}",
+                                  extra=base_meta))
+            continue
         parsed += 1
         for table in doc.tables:
             index += 1
             filename = f"dart_{rcept_no}_{index:04d}.png"
             meta = {
                 **base_meta, "document": name, "document_name": doc.document_name, "encoding": doc.encoding,
+                "invalid_bytes": invalid_byte_count(doc.encoding),
                 "table_index": index, "document_table_index": table.index, "section_title": table.section_title,
                 "title": table.title, "rows": table.n_rows, "cols": table.n_cols,
             }
@@ -688,15 +759,22 @@ def _collect_filing(
             if not table.kept:
                 rejects.append(Reject(SOURCE, filename, "load", table.reason,
                                       f"rcept_no {rcept_no} {name} table {table.index}: {table.detail}", extra=meta))
-            elif max_tables is None or kept < max_tables:
-                kept += 1
-                windows, refused = split_pending(SOURCE, PendingTable(filename, table.html, table.html, meta),
-                                                 max_rows=max_rows)  # over the token budget: row windows
-                pending += windows
-                rejects += refused
-            else:
-                over += 1
+                continue
+            good.append((table, filename, meta))
+    chosen, over = select_tables(good, policy=selection, max_tables=max_tables, key=lambda g: g[0])
+    for table, filename, meta in chosen:
+        meta["selection"] = selection
+        try:
+            display = styled_table_html(table.element) if table.element is not None else table.html
+        except Exception:  # the look is a nicety; the label's own HTML still renders the same cells
+            display = table.html
+        # Over the token budget: split_pending cuts row windows (scraped_common); what it still refuses
+        # comes back as rejects counted by reason.
+        windows, refused = split_pending(SOURCE, PendingTable(filename, display, table.html, meta, css=DART_CSS),
+                                         max_rows=max_rows)
+        pending += windows
+        rejects += refused
     if index == 0 and parsed:
         rejects.append(Reject(SOURCE, f"dart_{rcept_no}.zip", "load", "no_tables",
                               f"rcept_no {rcept_no}: no table in {parsed} document(s)", extra=base_meta))
-    return index, over
+    return index, over, layout_counter[0]

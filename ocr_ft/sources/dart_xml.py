@@ -71,11 +71,34 @@ class DartTableRefused(ValueError):
         self.reason = reason
 
 
+MAX_STRAY_BYTES = 16  # invalid bytes tolerated in a UTF-8 document (more of them: the document is not UTF-8)
+
+
+def count_invalid_utf8(data: bytes) -> int:
+    """How many bytes of ``data`` are not part of a valid UTF-8 sequence."""
+    bad = 0
+    pos = 0
+    while True:
+        try:
+            data[pos:].decode("utf-8")
+            return bad
+        except UnicodeDecodeError as exc:
+            bad += exc.end - exc.start
+            pos += exc.end
+
+
+def invalid_byte_count(encoding: str) -> int:
+    """The invalid-byte count recorded in an encoding label ``utf-8-replace:N`` (0 otherwise)."""
+    return int(encoding.rsplit(":", 1)[1]) if encoding.startswith("utf-8-replace:") else 0
+
+
 def decode_xml(data: bytes) -> tuple[str, str]:
     """Decode a DART XML document; return ``(text, encoding used)``.
 
-    Order: a BOM; a declared Korean encoding (decoded as cp949, a superset of EUC-KR); strict UTF-8; strict
-    cp949; cp949 with replacement characters as the last resort (reported as ``"cp949-replace"``).
+    Order: a BOM; a declared Korean encoding (decoded as cp949, a superset of EUC-KR); strict UTF-8; UTF-8
+    with a few invalid bytes (at most :data:`MAX_STRAY_BYTES`, or 1 in 100,000: reported as
+    ``"utf-8-replace:N"`` with their count N); strict cp949; cp949 with replacement characters as the last
+    resort (``"cp949-replace"``).
     """
     if data.startswith(codecs.BOM_UTF8):
         return data[len(codecs.BOM_UTF8):].decode("utf-8", errors="replace"), "utf-8-sig"
@@ -92,6 +115,10 @@ def decode_xml(data: bytes) -> tuple[str, str]:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
+    bad = count_invalid_utf8(data)
+    if bad <= max(MAX_STRAY_BYTES, len(data) // 100_000) and not (declared in KOREAN_ENCODINGS):
+        # a few stray bytes in otherwise valid UTF-8 (decided by the bytes): stays UTF-8, the count recorded
+        return data.decode("utf-8", errors="replace"), f"utf-8-replace:{bad}"
     try:
         return data.decode("cp949"), "cp949"
     except UnicodeDecodeError:
@@ -357,3 +384,91 @@ def extract_tables(
             doc.tables.append(ExtractedTable(index, label, n_rows, n_cols, text_length, section_title, title,
                                              refusal is None, reason, detail, element=el))
     return doc
+
+
+# --------------------------------------------------------------------------------------------------
+# The look of the DART viewer (for rendering only; the label stays the normalised form)
+# --------------------------------------------------------------------------------------------------
+
+DART_CSS = """
+body { margin: 0; padding: 8px; background: #fff; }
+table.dart { border-collapse: collapse; font-family: 'Noto Sans CJK KR', 'Malgun Gothic', 'Dotum', sans-serif;
+  font-size: 13px; line-height: 1.45; color: #000; table-layout: fixed; }
+table.dart td, table.dart th { padding: 2px 4px; vertical-align: middle; font-weight: normal; word-break: keep-all; }
+table.dart.bordered > * > tr > td, table.dart.bordered > * > tr > th, table.dart.bordered > tr > td,
+table.dart.bordered > tr > th { border: 1px solid #000; }
+"""
+
+_BG = re.compile(r"BC0X([0-9A-F]{6})")
+_ALIGNS = {"LEFT": "left", "RIGHT": "right", "CENTER": "center", "JUSTIFY": "justify"}
+
+
+def _px(value: str) -> int | None:
+    m = re.match(r"\s*(\d{1,5})", value or "")
+    return int(m.group(1)) if m else None
+
+
+def _styled_cell(cell, shaded_row: bool, depth: int) -> str:
+    tag = _name(cell)
+    out_tag = "th" if tag == "TH" or shaded_row else "td"
+    attrs = ""
+    rs, cs = _span_attr(cell, "ROWSPAN"), _span_attr(cell, "COLSPAN")
+    if rs > 1:
+        attrs += f' rowspan="{rs}"'
+    if cs > 1:
+        attrs += f' colspan="{cs}"'
+    style = []
+    bg = _BG.search(_attr(cell, "USERMARK").upper())
+    if bg:
+        style.append(f"background:#{bg.group(1).lower()}")
+    elif tag == "TH":
+        style.append("background:#dcdcdc")
+    align = _ALIGNS.get(_attr(cell, "ALIGN").upper())
+    if align is None and tag in ("TU",) :
+        align = "right"  # TU cells hold amounts with their unit
+    if align:
+        style.append(f"text-align:{align}")
+    valign = _attr(cell, "VALIGN").upper()
+    if valign in ("TOP", "BOTTOM"):
+        style.append(f"vertical-align:{valign.lower()}")
+    width = _px(_attr(cell, "WIDTH"))
+    if width:
+        style.append(f"width:{width}px")
+    if style:
+        attrs += f' style="{";".join(style)}"'
+    return f"<{out_tag}{attrs}>{_inner_html(cell, depth)}</{out_tag}>"
+
+
+def styled_table_html(table_el) -> str:
+    """The DART ``TABLE`` as HTML with the viewer's look: borders where ``BORDER`` is not 0, header shading
+    from ``USERMARK="BC0X…"`` (grey for ``TH``), column widths from ``COLGROUP``/``WIDTH``, alignment from
+    ``ALIGN`` (amounts in ``TU`` cells right-aligned), the viewer's 13 px font (see :data:`DART_CSS`).
+    Its cells and text are exactly the label's. Raises :class:`DartTableRefused` like :func:`table_to_html`."""
+    border = _attr(table_el, "BORDER").strip() != "0"
+    cols: list[str] = []
+    rows: list[str] = []
+
+    def add_rows(container) -> None:
+        for tr in container:
+            if _name(tr) != "TR":
+                continue
+            cells = [c for c in tr if _name(c) in _CELL_TAGS]
+            shaded = bool(cells) and all(_name(c) == "TH" or is_shaded(c) for c in cells)
+            rows.append("<tr>" + "".join(_styled_cell(c, shaded, 0) for c in cells) + "</tr>")
+
+    for child in table_el:
+        tag = _name(child)
+        if tag == "COLGROUP":
+            for col in child:
+                if _name(col) == "COL":
+                    w = _px(_attr(col, "WIDTH"))
+                    cols.append(f'<col style="width:{w}px">' if w else "<col>")
+        elif tag in ("THEAD", "TBODY", "TFOOT"):
+            add_rows(child)
+        elif tag == "TR":
+            add_rows([child])
+    width = _px(_attr(table_el, "WIDTH"))
+    style = f' style="width:{width}px"' if width else ""
+    colgroup = f"<colgroup>{''.join(cols)}</colgroup>" if cols else ""
+    cls = "dart bordered" if border else "dart"
+    return f'<table class="{cls}"{style}>{colgroup}<tbody>{"".join(rows)}</tbody></table>'

@@ -64,3 +64,38 @@ def test_min_size_options(tmp_path, capsys):
     doc.write_text(XML, encoding="utf-8")
     assert dart_cli.main(["extract", str(doc), "--out", str(tmp_path / "o"), "--min-rows", "1", "--min-cols", "1"]) == 0
     assert capsys.readouterr().out.strip() == "3"
+
+
+def test_extract_real_filing_applies_the_asset_rules(tmp_path, capsys):
+    from factories import shared_external
+    from ocr_ft.sources.dart_cli import main
+
+    src = shared_external("real", "dart", "major_issue_report_2025_dart4.xml")
+    assert main(["extract", str(src), "--out", str(tmp_path / "a")]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "2" and "3 layout_table" in err
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["0001.html", "0002.html"]
+    assert main(["extract", str(src), "--out", str(tmp_path / "b"), "--max-tables", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "1" and "1 over_cap" in err
+    assert main(["extract", str(src), "--out", str(tmp_path / "c"), "--max-tables", "1", "--all"]) == 0
+    assert capsys.readouterr().out.strip() == "2"
+
+
+def test_selection_policy_financial_first_reaches_the_statements():
+    from ocr_ft.sources.dart import select_tables
+    from ocr_ft.sources.dart_xml import ExtractedTable
+
+    def t(i, section):
+        return ExtractedTable(i, "<table></table>", 2, 2, 4, section, section, True)
+
+    tables = [t(i, "I. 회사의 개요") for i in range(1, 6)] + [t(6, "III. 재무에 관한 사항"), t(7, "연결재무제표 주석")]
+    chosen, over = select_tables(tables, policy="financial_first", max_tables=3)
+    assert [x.index for x in chosen] == [1, 6, 7] and over == 4
+    chosen, over = select_tables(tables, policy="document_order", max_tables=3)
+    assert [x.index for x in chosen] == [1, 2, 3] and over == 4
+    assert len(select_tables(tables, policy="all", max_tables=3)[0]) == 7
+    import pytest
+
+    with pytest.raises(ValueError, match="selection policy"):
+        select_tables(tables, policy="random", max_tables=3)
