@@ -130,3 +130,36 @@ def test_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path
     assert [r["state"] for r in rows[:2]] == ["fail", "fail"] and rows[2]["state"] == "complete"
     assert rows[0]["fail_reason"].startswith("out of memory") and "NaN" in rows[1]["fail_reason"]
     assert res.counts == {"complete": 1, "pruned": 0, "fail": 2, "interrupted": 0} and res.best_trial == 2
+
+
+class FakeResult:
+    def __init__(self, loss):
+        self.summary = {"final_eval_loss": loss, "final_train_loss": loss, "steps": 4}
+
+
+def test_trial_worse_than_the_median_is_pruned_and_shown_as_pruned(tmp_path, table_data, tiny_config):
+    """The pruner sees the intermediate eval losses the trainer reports (a stand-in trainer: no training)."""
+    space = write_space(tmp_path, {"sampler": "grid", "pruner": "median", "params": {"lora_rank": {"choices": [4, 8]}}})
+    curves = {}
+
+    def fake_train(config, train, val, data_dir, out, on_log, device=None):
+        losses = [1.0, 0.8, 0.6, 0.4] if not curves else [2.0, 1.9, 1.8, 1.7]  # the second trial is worse
+        curves[config.lora_rank] = losses
+        for step, loss in enumerate(losses, start=1):
+            on_log({"event": "eval", "step": step, "eval_loss": loss})
+        return FakeResult(losses[-1])
+
+    res = run_study(**study_kwargs(tmp_path, table_data, tiny_config, space, n_trials=5, train_fn=fake_train))
+    rows = json.loads(res.trials_json.read_text())
+    assert len(rows) == 2  # a grid of 2 stops at 2 even when more trials are asked for
+    assert [r["state"] for r in rows] == ["complete", "pruned"] and rows[1]["last_step"] == 1
+    assert res.counts["pruned"] == 1 and res.best_trial == 0
+
+
+@pytest.mark.slow
+def test_teds_objective_decodes_validation_images_and_is_maximised(tmp_path, table_data, tiny_config):
+    space = write_space(tmp_path, {**TINY_SPACE, "params": {"lora_rank": {"choices": [4]}}})
+    res = run_study(**study_kwargs(tmp_path, table_data, tiny_config, space, n_trials=1, train_subset=4,
+                                   objective="teds", teds_samples=2, max_new_tokens=8))
+    assert res.direction == "maximize" and res.counts["complete"] == 1
+    assert 0.0 <= res.best_value <= 1.0
