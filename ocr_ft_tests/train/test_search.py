@@ -163,3 +163,23 @@ def test_teds_objective_decodes_validation_images_and_is_maximised(tmp_path, tab
                                    objective="teds", teds_samples=2, max_new_tokens=8))
     assert res.direction == "maximize" and res.counts["complete"] == 1
     assert 0.0 <= res.best_value <= 1.0
+
+
+def test_storage_url_never_shows_the_password_and_follows_the_deployment(tmp_path, monkeypatch):
+    from ocr_ft.defs.search import LoraSearchConfig, _storage_url
+    from ocr_ft.resources import OcrFtPaths
+    from ocr_ft.train.search import redact_url
+
+    assert redact_url("postgresql+psycopg2://dagster:s3cr%40t@db:5432/x") == "postgresql+psycopg2://dagster:***@db:5432/x"
+    paths = OcrFtPaths(data_dir=str(tmp_path / "data"))
+    for k in ("DAGSTER_POSTGRES_HOST", "DAGSTER_HOME", "OCR_FT_OPTUNA_STORAGE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    assert _storage_url(LoraSearchConfig(), None, paths) == f"sqlite:///{tmp_path / 'home' / 'optuna' / 'studies.db'}"
+    monkeypatch.setenv("DAGSTER_POSTGRES_HOST", "postgres")
+    monkeypatch.setenv("DAGSTER_POSTGRES_USER", "dagster")
+    monkeypatch.setenv("DAGSTER_POSTGRES_PASSWORD", "p@ss")
+    monkeypatch.setenv("DAGSTER_POSTGRES_DB", "dagster")
+    url = _storage_url(LoraSearchConfig(), None, paths)
+    assert url == "postgresql+psycopg2://dagster:p%40ss@postgres:5432/dagster_optuna"
+    assert "p%40ss" not in redact_url(url) and "p@ss" not in redact_url(url)
