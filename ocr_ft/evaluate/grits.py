@@ -112,6 +112,24 @@ def _fscore(matched: float, n_true: int, n_pred: int) -> GritsScore:
     return GritsScore(float(precision), float(recall), float(f1))
 
 
+def _lcs_matrix(true_texts: list[str], pred_texts: list[str]) -> dict:
+    """:func:`lcs_similarity` of every (true, predicted) pair of distinct texts, one matcher per predicted
+    text (difflib caches its analysis of the second sequence)."""
+    out = {}
+    for b in set(pred_texts):
+        matcher = SequenceMatcher(None, "", b)
+        for a in set(true_texts):
+            if not a and not b:
+                out[a, b] = 1.0
+            elif not a or not b:
+                out[a, b] = 0.0
+            else:
+                matcher.set_seq1(a)
+                matched = sum(block.size for block in matcher.get_matching_blocks())
+                out[a, b] = 2 * matched / (len(a) + len(b))
+    return out
+
+
 def factored_2dmss(true_grid: Sequence[Sequence], pred_grid: Sequence[Sequence],
                    similarity: Callable[[object, object], float]) -> GritsScore:
     """GriTS of two rectangular matrices of slot features under ``similarity`` (see the module docstring)."""
@@ -122,6 +140,8 @@ def factored_2dmss(true_grid: Sequence[Sequence], pred_grid: Sequence[Sequence],
         return _fscore(0.0, n_true, n_pred)
     sim = np.zeros((n_tr, n_tc, n_pr, n_pc))
     cache: dict = {}
+    if similarity is lcs_similarity:
+        cache = _lcs_matrix([x for row in true_grid for x in row], [x for row in pred_grid for x in row])
     for i in range(n_tr):
         for j in range(n_tc):
             a = true_grid[i][j]
