@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -103,8 +103,8 @@ class HttpError(RuntimeError):
     """
 
     def __init__(self, message: str, *, request: str, code: str, status: int | None = None, attempts: int = 1):
-        super().__init__(message)
-        self.request = request
+        super().__init__(redact(message))  # central: a reason phrase or body that echoes a key never shows it
+        self.request = redact(request)
         self.code = code
         self.status = status
         self.attempts = attempts
@@ -133,16 +133,16 @@ class ApiError(RuntimeError):
     ``api_message`` (the message it sent). The message never contains the API key."""
 
     def __init__(self, message: str, code: str = "", api_message: str = ""):
-        super().__init__(message)
-        self.code = code
-        self.api_message = api_message
+        super().__init__(redact(message))  # central: an API message that echoes the key never shows it
+        self.code = redact(str(code))
+        self.api_message = redact(str(api_message))
 
 
 class RetryableResponse(Exception):
     """Raised by a response ``check`` when the response is a transient failure worth another attempt."""
 
     def __init__(self, message: str, code: str = "retryable", retry_after: float | None = None):
-        super().__init__(message)
+        super().__init__(redact(message))
         self.code = code
         self.retry_after = retry_after
 
@@ -356,7 +356,8 @@ class HttpClient:
         self._throttle()
         self.stats.requests += 1
         try:
-            r = self.session.request(method, url, params=params, timeout=self.timeout)
+            # never follow a redirect with a keyed URL: the key would go to wherever Location points
+            r = self.session.request(method, url, params=params, timeout=self.timeout, allow_redirects=not secrets)
         except requests.Timeout as exc:
             raise _Transient(f"timed out ({type(exc).__name__})", "timeout") from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -365,6 +366,13 @@ class HttpClient:
             raise HttpError(
                 f"{request} failed: {redact(str(exc), secrets)}", request=request, code="request", attempts=1
             ) from None
+        if 300 <= r.status_code < 400:
+            location = urlsplit(r.headers.get("Location", "") or "")
+            raise HttpError(
+                f"{request} failed: HTTP {r.status_code} redirect to host {location.netloc or '?'} not followed "
+                "(a request carrying an API key is never redirected)",
+                request=request, code="redirect", status=r.status_code,
+            )
         if r.status_code >= 500 or r.status_code in _RETRY_STATUSES:
             raise _Transient(
                 f"HTTP {r.status_code} {r.reason or ''}".strip(),
@@ -385,6 +393,11 @@ class HttpClient:
         if check is not None:
             try:
                 check(resp)
+            except ApiError as exc:  # the API's own error: without the (unredacted) context it was raised in
+                exc.__context__ = None
+                exc.__cause__ = None
+                exc.__suppress_context__ = True
+                raise exc
             except RetryableResponse as exc:
                 raise _Transient(redact(str(exc), secrets), exc.code, status=r.status_code,
                                  retry_after=exc.retry_after) from None
