@@ -641,6 +641,30 @@ def collect_dart(
     return result
 
 
+_AMENDMENT = re.compile(r"^\s*\[(기재정정|첨부정정|첨부추가|변경등록)\]\s*")
+
+
+def is_amendment(report_nm: str) -> bool:
+    """``[기재정정]…``, ``[첨부정정]…``: an amended filing."""
+    return bool(_AMENDMENT.match(report_nm or ""))
+
+
+def find_original(client: "DartClient", filing: Filing, *, lookback_days: int = 365) -> Filing | None:
+    """The original filing an amendment corrects: the same company's latest earlier filing whose report name
+    is the amendment's without its ``[…정정]`` prefix (searched over ``lookback_days`` before it)."""
+    base = _AMENDMENT.sub("", filing.report_nm).strip()
+    try:
+        end = dt.datetime.strptime(filing.rcept_dt, "%Y%m%d").date()
+    except ValueError:
+        return None
+    begin = end - dt.timedelta(days=lookback_days)
+    candidates = [
+        f for f in client.list_filings(begin.strftime("%Y%m%d"), filing.rcept_dt, corp_code=filing.corp_code)
+        if f.rcept_no < filing.rcept_no and not is_amendment(f.report_nm) and f.report_nm.strip() == base
+    ]
+    return max(candidates, key=lambda f: f.rcept_no, default=None)
+
+
 SELECTION_POLICIES = ("financial_first", "document_order", "all")
 _FINANCIAL = re.compile(r"재무|연결|별도|손익|포괄이익|현금흐름|자본변동|주석|FINANCIAL", re.IGNORECASE)
 _SECTION_III = re.compile(r"^\s*(III|Ⅲ)\s*[.．]")
@@ -697,8 +721,20 @@ def _collect_filing(
     try:
         members = client.documents(rcept_no, refresh=refresh)
     except DartDocumentError as exc:
-        rejects.append(Reject(SOURCE, f"dart_{rcept_no}.zip", "load", exc.reason, str(exc), extra=base_meta))
-        return 0, 0
+        original = None
+        if exc.status in (STATUS_NO_FILE, STATUS_NO_DATA) and is_amendment(filing.report_nm):
+            original = find_original(client, filing)
+        if original is None:
+            rejects.append(Reject(SOURCE, f"dart_{rcept_no}.zip", "load", exc.reason, str(exc), extra=base_meta))
+            return 0, 0
+        try:
+            members = client.documents(original.rcept_no, refresh=refresh)
+        except DartDocumentError as exc2:
+            rejects.append(Reject(SOURCE, f"dart_{rcept_no}.zip", "load", exc2.reason,
+                                  f"{exc}; its original filing {original.rcept_no}: {exc2}", extra=base_meta))
+            return 0, 0
+        base_meta = {**base_meta, "document_from": original.rcept_no, "amended_fallback": True,
+                     "original_report_nm": original.report_nm}
     found, over, n_layout = documents_pending(
         members, rcept_no, base_meta, pending, rejects, min_rows=min_rows, min_cols=min_cols, max_rows=max_rows,
         max_tables=max_tables, selection=selection,

@@ -141,3 +141,32 @@ def test_bad_key_fails_the_partition(fake_server, reply, fake_renderer, tmp_path
 def test_bad_report_type_is_refused(dart_site, fake_renderer, tmp_path):
     with pytest.raises(ValueError, match="report type"):
         collect_dart(make_client(dart_site, tmp_path), "2024-05", fake_renderer, report_types=("annual",))
+
+
+def test_amended_filing_without_document_falls_back_to_the_original(fake_server, reply, make_zip, fake_renderer,
+                                                                     tmp_path):
+    original = {**filing("20240502000010", "가나은행", "02"), "corp_code": "00000001"}
+    amended = {**filing("20240520000011", "가나은행", "20"), "corp_code": "00000001",
+               "report_nm": "[기재정정]분기보고서 (2024.03)"}
+    other = {**filing("20240503000012", "가나은행", "03"), "corp_code": "00000001", "report_nm": "주요사항보고서"}
+
+    def listing(params):
+        rows = [amended] if params.get("pblntf_detail_ty") == "A003" else []
+        if params.get("corp_code") == "00000001":
+            rows = [original, other, amended]
+        if not rows:
+            return reply(200, {"status": "013", "message": "조회된 데이타가 없습니다."})
+        return reply(200, {"status": "000", "message": "정상", "total_page": 1, "list": rows})
+
+    docs = {
+        "20240520000011": reply(200, '<result><status>014</status><message>파일이 존재하지 않습니다.</message></result>'),
+        "20240502000010": reply(200, make_zip({"20240502000010.xml": MAIN_DOC})),
+    }
+    fake_server.route("/api/list.json", listing)
+    fake_server.route("/api/document.xml", lambda params: docs[params["rcept_no"]])
+    result = collect_dart(make_client(fake_server, tmp_path), "2024-05", fake_renderer, report_types=("A003",))
+    assert result.pairs, [r.reason for r in result.rejects]
+    meta = result.pairs[0].metadata
+    assert meta["rcept_no"] == "20240520000011" and meta["document_from"] == "20240502000010"
+    assert meta["amended_fallback"] is True
+    assert not any(r.reason == "document_unavailable" for r in result.rejects)
