@@ -596,8 +596,9 @@ def collect_dart(
     Pairs are named ``dart_<rcept_no>_<NNNN>.png`` with NNNN the table's position among all top-level tables
     of the filing (documents in name order), so names are stable across runs. Rejects (stage ``load``):
     ``no_tables``, ``table_too_small``, ``table_empty``, ``table_too_large``, ``table_unreadable``,
-    ``document_parse_failed``, ``document_unavailable``, ``zip_corrupt``, ``zip_unsafe``, ``zip_too_large``,
-    ``render_failed``. Authentication, rate-limit and network failures raise: the partition fails and a
+    ``span_too_large``, ``table_too_deep``, ``document_parse_failed``, ``document_unavailable``,
+    ``zip_corrupt``, ``zip_unsafe``, ``zip_too_large``, ``zip_unreadable``, ``zip_no_xml``, ``render_failed``.
+    ``BORDER="0"`` layout tables are no reject: they are counted in ``stats["layout_table"]``. Authentication, rate-limit and network failures raise: the partition fails and a
     rerun resumes from the cache.
     """
     http_start = client.http.stats.as_dict()

@@ -58,3 +58,20 @@ def test_angle_bracket_text_stays_and_span_splits_add_no_space():
     assert "&lt;CP&gt;" in table.html and "&lt;MS AR 사업&gt;" in table.html
     assert table.title == "재무제표에 관한 사항"
     assert table.html.count("<th>") == 2
+
+
+def test_styled_display_has_the_viewer_look_and_exactly_the_label_cells():
+    from ocr_ft.sources.dart_xml import styled_table_html
+
+    doc = extract_tables(_real_bytes())
+    for t in doc.kept:
+        styled = styled_table_html(t.element)
+        s_root, l_root = lxml.html.fromstring(styled), lxml.html.fromstring(t.html)
+        s_cells = [(c.tag, c.get("rowspan"), c.get("colspan"), " ".join(c.text_content().split()))
+                   for c in s_root.iter("td", "th")]
+        l_cells = [(c.tag, c.get("rowspan"), c.get("colspan"), " ".join(c.text_content().split()))
+                   for c in l_root.iter("td", "th")]
+        assert s_cells == l_cells
+        assert 'class="dart bordered"' in styled and "<colgroup>" in styled and "width:" in styled
+    shaded = styled_table_html(next(t for t in doc.kept if "진행절차" in t.html).element)
+    assert "background:#dcdcdc" in shaded and "text-align:center" in shaded
