@@ -47,6 +47,7 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     vision_lora: bool = False  # also put LoRA on the vision tower's linear layers (frozen otherwise)
+    lora_targets: str = "all_linear"  # all_linear | attention | mlp: which linear layers of each block get LoRA
     learning_rate: float = 1e-4
     lr_scheduler: str = "cosine"  # cosine | linear | constant (all with linear warmup)
     warmup_ratio: float = 0.03
@@ -109,11 +110,13 @@ _CHOICES = {
     "image_backend": ("pil", "torchvision", "auto"),
     "report_to": ("tensorboard", "none"),
     "quantization": ("none", "4bit"),
+    "lora_targets": ("all_linear", "attention", "mlp"),
 }
 _FLOAT_KEYS = {"lora_dropout", "learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm"}
 _BOOL_KEYS = {"vision_lora", "gradient_checkpointing", "eval_at_start", "resume", "group_by_length"}
 _OPTIONAL_BOOL_KEYS = {"local_files_only"}
-_STR_KEYS = {"base_model", "prompt", "lr_scheduler", "precision", "image_backend", "report_to", "quantization"}
+_STR_KEYS = {"base_model", "prompt", "lr_scheduler", "precision", "image_backend", "report_to", "quantization",
+            "lora_targets"}
 _OPTIONAL_INT_KEYS = {"max_steps", "eval_steps"}
 
 

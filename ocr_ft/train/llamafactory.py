@@ -22,6 +22,15 @@ VAL_DATASET = DATASET_NAMES["val"]
 TEMPLATE = "glm_ocr"
 
 
+# ``lora_targets`` -> LLaMA-Factory's ``lora_target`` (module leaf names; the vision tower stays frozen by
+# ``freeze_vision_tower`` unless vision LoRA is asked for, and then its ``attn.qkv``/``attn.proj`` join in).
+_LORA_TARGET = {
+    "all_linear": "all",
+    "attention": "q_proj,k_proj,v_proj,o_proj,qkv,proj",
+    "mlp": "gate_up_proj,down_proj,gate_proj,up_proj",
+}
+
+
 def llamafactory_config(config: TrainConfig, dataset_dir: str | Path, output_dir: str | Path) -> dict[str, Any]:
     """The LLaMA-Factory ``llamafactory-cli train`` arguments equivalent to ``config``."""
     return {
@@ -37,7 +46,7 @@ def llamafactory_config(config: TrainConfig, dataset_dir: str | Path, output_dir
         "lora_rank": config.lora_rank,
         "lora_alpha": config.lora_alpha,
         "lora_dropout": config.lora_dropout,
-        "lora_target": "all",
+        "lora_target": _LORA_TARGET[config.lora_targets],
         "freeze_vision_tower": not config.vision_lora,
         "freeze_multi_modal_projector": not config.vision_lora,
         # dataset

@@ -218,9 +218,18 @@ def load_finetuned(run_dir: str | Path, device: str | torch.device | None = None
 # --------------------------------------------------------------------------- LoRA
 
 
-def lora_target_regex(model: Any, vision_lora: bool = False) -> str:
-    """Regex (PEFT full-match on module names) selecting every linear layer of the language model, plus the
-    vision tower's when ``vision_lora``. Scoped by module path: ``down_proj`` etc. exist in both towers."""
+# ``lora_targets`` -> the block sub-module whose linear layers get LoRA (None: every linear layer of the tower).
+# Both towers of GLM-OCR name them ``*.self_attn``/``*.attn`` and ``*.mlp``.
+_TARGET_SCOPES = {"all_linear": None, "attention": ("self_attn", "attn"), "mlp": ("mlp",)}
+
+
+def lora_target_regex(model: Any, vision_lora: bool = False, targets: str = "all_linear") -> str:
+    """Regex (PEFT full-match on module names) selecting the linear layers of the language model, plus the
+    vision tower's when ``vision_lora``. Scoped by module path: ``down_proj`` etc. exist in both towers.
+    ``targets`` narrows the choice to the attention or the MLP layers of every block (``all_linear``: all)."""
+    if targets not in _TARGET_SCOPES:
+        raise BaseModelError(f"lora_targets must be one of {sorted(_TARGET_SCOPES)}, got {targets!r}")
+    wanted = _TARGET_SCOPES[targets]
     base = unwrap_model(model)
     inner = getattr(base, "model", None)
     if inner is None or not hasattr(inner, "language_model") or not hasattr(inner, "visual"):
@@ -230,19 +239,29 @@ def lora_target_regex(model: Any, vision_lora: bool = False) -> str:
     scopes = [inner.language_model] + ([inner.visual] if vision_lora else [])
     for scope in scopes:
         prefix = names[id(scope)]
-        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in scope.named_modules() if isinstance(m, torch.nn.Linear)})
-        if leaves:
-            parts.append(rf"{re.escape(prefix)}\.(?:.*\.)?(?:{'|'.join(map(re.escape, leaves))})")
+        linears = [n for n, m in scope.named_modules() if isinstance(m, torch.nn.Linear) and "." in n]
+        if wanted is None:
+            leaves = sorted({n.rsplit(".", 1)[-1] for n in linears})
+            if leaves:
+                parts.append(rf"{re.escape(prefix)}\.(?:.*\.)?(?:{'|'.join(map(re.escape, leaves))})")
+            continue
+        for parent in wanted:
+            leaves = sorted({n.rsplit(".", 1)[-1] for n in linears if n.rsplit(".", 2)[-2] == parent})
+            if leaves:
+                parts.append(rf"{re.escape(prefix)}\.(?:.*\.)?{re.escape(parent)}\.(?:{'|'.join(map(re.escape, leaves))})")
+    if not parts:
+        raise BaseModelError(f"lora_targets={targets!r} selects no linear layer of {type(base).__name__}")
     return "^(?:" + "|".join(parts) + ")$"
 
 
 def apply_lora(model: Any, config: TrainConfig) -> Any:
-    """Freeze ``model`` and add trainable LoRA adapters per ``config`` (rank, alpha, dropout, vision_lora)."""
+    """Freeze ``model`` and add trainable LoRA adapters per ``config`` (rank, alpha, dropout, vision_lora,
+    lora_targets)."""
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
         r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, bias="none",
-        target_modules=lora_target_regex(model, config.vision_lora), task_type="CAUSAL_LM",
+        target_modules=lora_target_regex(model, config.vision_lora, config.lora_targets), task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
 

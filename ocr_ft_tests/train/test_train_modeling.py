@@ -160,3 +160,14 @@ def test_merge_mismatch_raises_and_writes_nothing(trained_run, table_data, tmp_p
         merge_adapter(config.base_model, result.adapter_dir, tmp_path / "m", check_records=table_data["val"][:1],
                       data_dir=table_data["data_dir"], config=config)
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("targets, parent", [("attention", "self_attn"), ("mlp", "mlp")])
+def test_lora_targets_narrow_to_attention_or_mlp(tiny_config, targets, parent):
+    cfg = tiny_config.replace(lora_targets=targets)
+    names = lora_module_names(apply_lora(load_base_model(cfg.base_model, torch.float32, cfg), cfg))
+    assert names and all(n.rsplit(".", 2)[-2] == parent for n in names)
+    assert all(".language_model." in n for n in names)
+    everything = lora_module_names(apply_lora(load_base_model(cfg.base_model, torch.float32, tiny_config),
+                                              tiny_config))
+    assert set(names) < set(everything)
