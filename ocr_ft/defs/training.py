@@ -15,7 +15,7 @@ from .automation import on_upstream_change
 
 GROUP = "training"
 TINY = "tiny"
-TINY_CODE_VERSION = "1"
+TINY_CODE_VERSION = "2"  # 2: the real GLM-OCR chat template and special tokens
 GPU_TAGS = {"ocr_ft/gpu": "1"}
 # The training pod spec: docker/k8s/training_pod.yaml in a checkout; the user-code image copies it and points
 # OCR_FT_K8S_TRAINING_POD at the copy (a pip-installed package has no docker/ folder).

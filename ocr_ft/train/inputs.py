@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -198,8 +199,19 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB (alpha composited on white). A 16-bit or 32-bit grey image is scaled to 8 bits,
+    not clipped: PIL's own ``convert("RGB")`` turns a 16-bit scan into a white page."""
     if image.mode == "RGB":
         return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(image)
+        if image.mode.startswith("I;16") or (image.mode == "I" and arr.size and 255 < int(arr.max()) <= 65535):
+            grey = (arr.astype(np.uint32) >> 8).astype(np.uint8)
+        else:
+            lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+            grey = (np.zeros(arr.shape, np.uint8) if hi <= lo
+                    else ((arr.astype(np.float32) - lo) * (255.0 / (hi - lo))).astype(np.uint8))
+        return Image.fromarray(grey, mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, (255, 255, 255))

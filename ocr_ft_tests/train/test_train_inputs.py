@@ -121,3 +121,20 @@ def test_loss_matches_transformers_causal_lm_loss(bundle, tiny_config):
 def test_rgba_is_composited_on_white():
     im = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
     assert to_rgb(im).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_16bit_grey_image_is_scaled_not_turned_white():
+    import numpy as np
+    from PIL import Image
+
+    from ocr_ft.train.inputs import to_rgb
+
+    arr = np.full((8, 8), 65535, np.uint16)
+    arr[2:6, 2:6] = 0  # a black square on a white page
+    img = Image.fromarray(arr)  # mode I;16
+    assert img.mode.startswith("I;16")
+    rgb = np.asarray(to_rgb(img))
+    assert rgb.shape == (8, 8, 3)
+    assert rgb[0, 0].tolist() == [255, 255, 255] and rgb[3, 3].tolist() == [0, 0, 0]
+    wide = np.asarray(to_rgb(img.convert("I")))  # 32-bit holding 16-bit values
+    assert wide[3, 3].tolist() == [0, 0, 0] and wide[0, 0].tolist() == [255, 255, 255]
