@@ -232,7 +232,7 @@ def test_real_excerpt_keeps_superscript_two_in_label_and_drawn_html():
     assert p.css == WIKITABLE_CSS and "#eaecf0" in p.css and "border" in p.css
 
 
-def test_hostile_spans_and_failures_are_rejects_naming_the_table(wiki, fake_renderer, tmp_path, monkeypatch):
+def test_hostile_spans_and_failures_are_rejects_naming_the_table(wiki, fake_renderer, tmp_path, monkeypatch, reply):
     import ocr_ft.sources.wiki as wiki_mod
 
     huge = "9" * 5000
@@ -248,7 +248,7 @@ def test_hostile_spans_and_failures_are_rejects_naming_the_table(wiki, fake_rend
         return real_clean(el)
 
     monkeypatch.setattr(wiki_mod, "clean_table", clean)
-    wiki.route("/w/api.php", lambda params: wiki_mod_reply(params, html))
+    wiki.route("/w/api.php", lambda params: reply(200, parse_reply("적대적 문서", 9, 10, html)))
     result = collect_wiki(make_client(wiki, tmp_path), ["적대적 문서"], fake_renderer, max_tables_per_page=1)
     reasons = sorted((r.original_filename, r.reason) for r in result.rejects)
     assert reasons == [("wiki_9_001.png", "span_invalid"), ("wiki_9_002.png", "table_failed"),
@@ -257,12 +257,6 @@ def test_hostile_spans_and_failures_are_rejects_naming_the_table(wiki, fake_rend
     failed = next(r for r in result.rejects if r.reason == "table_failed")
     assert "RuntimeError" in failed.detail and "cleaner exploded" in failed.detail and "적대적 문서" in failed.detail
     assert result.stats["reject_reasons"]["over_cap"] == 1
-
-
-def wiki_mod_reply(params, html):
-    from conftest import Reply
-
-    return Reply(200, parse_reply("적대적 문서", 9, 10, html))
 
 
 def test_long_wikitable_is_split_into_windows_with_its_header(wiki, fake_renderer, tmp_path):
