@@ -259,10 +259,10 @@ def test_hostile_spans_and_failures_are_rejects_naming_the_table(wiki, fake_rend
     assert result.stats["reject_reasons"]["over_cap"] == 1
 
 
-def test_long_wikitable_is_split_into_windows_with_its_header(wiki, fake_renderer, tmp_path):
+def test_long_wikitable_is_split_into_windows_with_its_header(wiki, fake_renderer, tmp_path, reply):
     rows = "".join(f"<tr><td>{i}번째 은행 이름이 제법 긴 항목</td><td>{i * 1000:,}</td></tr>" for i in range(400))
     html = f"<div><table class='wikitable'><tr><th>은행</th><th>자산</th></tr>{rows}</table></div>"
-    wiki.route("/w/api.php", lambda params: wiki_mod_reply(params, html))
+    wiki.route("/w/api.php", lambda params: reply(200, parse_reply("적대적 문서", 9, 10, html)))
     result = collect_wiki(make_client(wiki, tmp_path), ["긴 문서"], fake_renderer)
     assert not result.rejects and len(result.pairs) >= 2
     seen = []
