@@ -10,7 +10,6 @@ Extras it reads: ``train``, ``val`` (split JSONL paths), ``data_dir``, ``output_
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from pathlib import Path
@@ -98,10 +97,9 @@ def main() -> None:
             "output_dir": {"raw_value": str(out), "type": "path"},
         }
         if plot is not None:
+            # only the path travels: Dagster's file message reader tails the messages file line by line and can
+            # read a half-written line of a large message (a base64 image), so the asset embeds the picture
             metadata["loss_plot"] = {"raw_value": str(plot), "type": "path"}
-            # shown as an image on the asset page (the UI renders Markdown images from data URLs)
-            encoded = base64.b64encode(plot.read_bytes()).decode("ascii")
-            metadata["loss_curve"] = {"raw_value": f"![loss](data:image/png;base64,{encoded})", "type": "md"}
         metadata = {k: v for k, v in metadata.items() if v is not None}
         pipes.report_asset_materialization(metadata=metadata, data_version=ex["fingerprint"])
 

@@ -1,5 +1,6 @@
 """Training assets: the tiny offline base model and the LoRA checkpoint (trained out of process via Pipes)."""
 
+import base64
 import json
 import os
 import sys
@@ -151,11 +152,21 @@ def lora_checkpoint(context: dg.AssetExecutionContext, config: LoraTrainingConfi
               "log_every_s": config.log_every_s}
     result = training_launcher.run(context, extras).get_materialize_result()
     atomic_write_json(paths.sub("checkpoints", "latest.json"), {"path": str(out), "data_version": fingerprint})
-    if search_meta:  # say which trial of which study the recipe came from
-        result = dg.MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **search_meta},
+    extra = {**search_meta, **_loss_curve(out / "loss.png")}  # search_meta: which trial of which study
+    if extra:
+        result = dg.MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra},
                                       check_results=result.check_results, data_version=result.data_version,
                                       tags=result.tags)
     return result
+
+
+def _loss_curve(plot: Path) -> dict[str, Any]:
+    """The loss plot the training process wrote, as an image on the asset page (the UI renders Markdown images
+    from data URLs); embedded here rather than sent through Pipes, whose file reader can split a large line."""
+    if not plot.is_file():
+        return {}
+    encoded = base64.b64encode(plot.read_bytes()).decode("ascii")
+    return {"loss_curve": dg.MetadataValue.md(f"![loss](data:image/png;base64,{encoded})")}
 
 
 def _search_overlay(paths: OcrFtPaths, overrides: dict[str, Any]) -> dict[str, Any]:
