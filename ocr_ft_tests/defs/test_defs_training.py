@@ -57,3 +57,18 @@ def test_tiny_model_lora_and_report_through_the_graph(tmp_path):
     assert set(data["runs"]) == {"base", "finetuned"}
     assert data["runs"]["finetuned"]["summary"]["overall"]["n"] == 2
     assert checks["evaluation_no_regression"].passed == (not data["comparison"]["regression"])
+
+
+def test_launcher_starts_torchrun_and_the_pod_asks_for_one_gpu_per_process():
+    import sys
+
+    launcher = TrainingLauncher()
+    assert launcher.command_for(1, sys.executable) == [sys.executable, "-m", "ocr_ft.defs.pipes_training"]
+    assert launcher.command_for(4, sys.executable) == [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m",
+        "ocr_ft.defs.pipes_training"]
+    k8s = TrainingLauncher(kind="k8s", image="img")
+    assert k8s.command_for(2)[:3] == ["python", "-m", "torch.distributed.run"]
+    for nproc in (1, 4):
+        resources = k8s.k8s_pod_spec(nproc)["containers"][0]["resources"]
+        assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == str(nproc)
