@@ -4,6 +4,9 @@ Runs as ``python -m ocr_ft.defs.pipes_training`` (a subprocess locally, a pod wi
 client). It imports only ``dagster_pipes`` and the plain training module: progress goes back to Dagster as
 log lines, the result as one asset materialization with metadata and a data version.
 
+With ``nproc: N > 1`` it is started by ``torchrun`` (N copies): rank 0 opens Pipes, reports progress and the
+materialization; the other ranks read the same context (extras) and only train their share.
+
 Extras it reads: ``train``, ``val`` (split JSONL paths), ``data_dir``, ``output_dir``, ``config_file``
 (YAML overlay or ""), ``overrides`` (dict), ``fingerprint`` (the data version to report), ``log_every_s``.
 """
@@ -11,6 +14,7 @@ Extras it reads: ``train``, ``val`` (split JSONL paths), ``data_dir``, ``output_
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -43,16 +47,32 @@ def _loss_plot(loss_log: Path, out: Path) -> Path | None:
     return out
 
 
-def main() -> None:
+def _train_from_extras(ex: dict, on_log=None):
     from ocr_ft.storage import read_jsonl
     from ocr_ft.train.config import load_config
     from ocr_ft.train.trainer import train
 
+    config = load_config(ex.get("config_file") or None, **(ex.get("overrides") or {}))
+    train_records = read_jsonl(ex["train"])
+    val_records = read_jsonl(ex["val"]) if ex.get("val") and Path(ex["val"]).is_file() else []
+    return config, train(config, train_records, val_records, ex["data_dir"], Path(ex["output_dir"]), on_log=on_log)
+
+
+def _worker() -> None:
+    """A rank > 0 of a torchrun launch: reads the same Pipes context, trains its share, reports nothing."""
+    from dagster_pipes import PipesDefaultContextLoader, PipesEnvVarParamsLoader
+
+    with PipesDefaultContextLoader().load_context(PipesEnvVarParamsLoader().load_context_params()) as data:
+        extras = dict(data.get("extras") or {})
+    _train_from_extras(extras)
+
+
+def main() -> None:
+    if int(os.environ.get("RANK", "0")) != 0:
+        _worker()
+        return
     with open_dagster_pipes() as pipes:
         ex = pipes.extras
-        config = load_config(ex.get("config_file") or None, **(ex.get("overrides") or {}))
-        train_records = read_jsonl(ex["train"])
-        val_records = read_jsonl(ex["val"]) if ex.get("val") and Path(ex["val"]).is_file() else []
         out = Path(ex["output_dir"])
         every = float(ex.get("log_every_s", 10))
         last = [0.0]
@@ -72,7 +92,7 @@ def main() -> None:
             elif event in ("start", "eval", "checkpoint", "done", "already_complete"):
                 pipes.log.info(f"{event}: " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "event"))
 
-        result = train(config, train_records, val_records, ex["data_dir"], out, on_log=on_log)
+        config, result = _train_from_extras(ex, on_log)
         s = result.summary
         plot = _loss_plot(result.loss_log_path, out / "loss.png")
         metadata = {

@@ -105,27 +105,42 @@ class TrainingLauncher(dg.ConfigurableResource):
 
     command: list[str] = ["python", "-m", "ocr_ft.defs.pipes_training"]
 
-    def k8s_pod_spec(self) -> dict[str, Any]:
-        """The training pod's spec (snake_case, as dagster-k8s takes it) from the pod spec file."""
+    def command_for(self, nproc: int = 1, python: str | None = None) -> list[str]:
+        """The training command: the Pipes entry point, under torchrun with ``nproc`` processes when > 1."""
+        from ..train.distributed import torchrun_command
+
+        python = python or self.command[0]
+        if nproc > 1:
+            module = self.command[self.command.index("-m") + 1]
+            return torchrun_command(nproc, module, self.command[self.command.index("-m") + 2:], python=python)
+        return [python, *self.command[1:]]
+
+    def k8s_pod_spec(self, nproc: int = 1) -> dict[str, Any]:
+        """The training pod's spec (snake_case, as dagster-k8s takes it) from the pod spec file, asking for
+        ``nproc`` GPUs (one per training process)."""
         import yaml
 
         path = Path(self.pod_spec_file or os.environ.get("OCR_FT_K8S_TRAINING_POD") or REPO_TRAINING_POD)
         if not path.is_file():
             raise dg.Failure(f"training pod spec {path} not found: set OCR_FT_K8S_TRAINING_POD or pod_spec_file")
         pod = yaml.safe_load(path.read_text(encoding="utf-8"))
+        resources = pod["container_config"].setdefault("resources", {})
+        for kind in ("requests", "limits"):
+            if nproc > 1 or "nvidia.com/gpu" in resources.get(kind, {}):
+                resources.setdefault(kind, {})["nvidia.com/gpu"] = str(nproc)
         return {**pod.get("pod_spec_config", {}),
                 "containers": [{"name": "dagster-pipes-execution", **pod["container_config"]}]}
 
-    def run(self, context: dg.AssetExecutionContext, extras: dict[str, Any]):
+    def run(self, context: dg.AssetExecutionContext, extras: dict[str, Any], nproc: int = 1):
         if self.kind == "subprocess":
-            return dg.PipesSubprocessClient().run(command=[sys.executable, *self.command[1:]], context=context,
+            return dg.PipesSubprocessClient().run(command=self.command_for(nproc, sys.executable), context=context,
                                                   extras=extras)
         if self.kind == "k8s":
             from dagster_k8s import PipesK8sClient  # the `deploy` extra
 
             return PipesK8sClient().run(context=context, image=self.image or os.environ["OCR_FT_USER_CODE_IMAGE"],
-                                        command=self.command, namespace=self.namespace, extras=extras,
-                                        base_pod_spec=self.k8s_pod_spec())
+                                        command=self.command_for(nproc), namespace=self.namespace, extras=extras,
+                                        base_pod_spec=self.k8s_pod_spec(nproc))
         raise dg.Failure(f"unknown training launcher kind {self.kind!r}: use subprocess or k8s")
 
 
@@ -150,7 +165,9 @@ def lora_checkpoint(context: dg.AssetExecutionContext, config: LoraTrainingConfi
     extras = {"train": str(train_path), "val": str(val_path), "data_dir": str(paths.root), "output_dir": str(out),
               "config_file": config_file, "overrides": overrides, "fingerprint": fingerprint,
               "log_every_s": config.log_every_s}
-    result = training_launcher.run(context, extras).get_materialize_result()
+    if train_cfg.nproc > 1:
+        context.log.info(f"launching {train_cfg.nproc} training processes with torchrun")
+    result = training_launcher.run(context, extras, nproc=train_cfg.nproc).get_materialize_result()
     atomic_write_json(paths.sub("checkpoints", "latest.json"), {"path": str(out), "data_version": fingerprint})
     extra = {**search_meta, **_loss_curve(out / "loss.png")}  # search_meta: which trial of which study
     if extra:

@@ -1,7 +1,7 @@
 """``ocr-ft train``: train (or plan) a LoRA run, build the tiny model, merge an adapter, export LLaMA-Factory YAML.
 
     ocr-ft train [train] --train TRAIN.jsonl --val VAL.jsonl --data-dir DIR --out DIR
-                         [--config YAML] [--set key=value ...] [--dry-run]
+                         [--config YAML] [--set key=value ...] [--nproc N] [--dry-run]
     ocr-ft train tiny --texts-from JSONL --out DIR [--seed N]
     ocr-ft train merge --base DIR --adapter DIR --out DIR [--check JSONL --data-dir DIR --check-n N]
     ocr-ft train llamafactory --out FILE --dataset-dir DIR [--config YAML] [--set key=value ...]
@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, help="output directory (required unless --dry-run)")
     t.add_argument("--config", type=Path, help="YAML with config keys overriding the seed defaults")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--nproc", type=int, help="processes (one per GPU, gloo CPU processes without one), started "
+                   "with torchrun when > 1; sets the config key nproc")
     t.add_argument("--dry-run", action="store_true", help="check data, config and token budgets; print the plan")
     t.add_argument("--json", action="store_true", help="print the plan / summary as JSON")
 
@@ -80,8 +82,25 @@ def _progress(row: dict[str, Any]) -> None:
         print("run already complete; nothing to do", flush=True)
 
 
-def _cmd_train(a: argparse.Namespace) -> int:
-    config = load_config(a.config, **parse_set_overrides(a.overrides))
+def _child_argv(argv: list[str], nproc: int) -> list[str]:
+    """``argv`` for the torchrun children: ``--nproc N`` becomes ``--set nproc=N`` (torchrun's own parser would
+    take ``--nproc`` as an abbreviation of its ``--nproc-per-node``)."""
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return [*out, "--set", f"nproc={nproc}"]
+
+
+def _cmd_train(a: argparse.Namespace, argv: list[str]) -> int:
+    overrides = parse_set_overrides(a.overrides)
+    if a.nproc is not None:
+        overrides["nproc"] = a.nproc
+    config = load_config(a.config, **overrides)
     train_rows = read_jsonl(a.train)
     val_rows = read_jsonl(a.val) if a.val else []
     if a.dry_run:
@@ -93,9 +112,18 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.out is None:
         print("ocr-ft train: --out is required unless --dry-run", file=sys.stderr)
         return 2
+    from ocr_ft.train import distributed
+
+    if config.nproc > 1 and not distributed.under_torchrun():
+        # this process only launches: torchrun starts nproc copies of this command, which train together
+        import subprocess
+
+        return subprocess.run(distributed.torchrun_command(config.nproc, "ocr_ft.train.cli", _child_argv(argv, config.nproc))).returncode
     from ocr_ft.train.trainer import train
 
     result = train(config, train_rows, val_rows, a.data_dir, a.out, on_log=_progress)
+    if not distributed.current_world().is_main:
+        return 0
     s = result.summary
     print(json.dumps(s, ensure_ascii=False, indent=2) if a.json else
           f"done: {s['steps']} steps, train loss {s['initial_train_loss']:.4f} -> {s['final_train_loss']:.4f}, "
@@ -144,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0].startswith("--") and argv[0] not in ("--help",):
         argv = ["train", *argv]  # `ocr-ft train --train ...` means the train subcommand
     args = _parser().parse_args(argv)
-    handlers = {"train": _cmd_train, "tiny": _cmd_tiny, "merge": _cmd_merge, "llamafactory": _cmd_llamafactory}
+    handlers = {"train": lambda a: _cmd_train(a, argv), "tiny": _cmd_tiny, "merge": _cmd_merge, "llamafactory": _cmd_llamafactory}
     try:
         return handlers[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:

@@ -29,7 +29,7 @@ PIXELS_PER_TOKEN = (PATCH_SIZE * MERGE_SIZE) ** 2  # 784
 # fingerprint, so changing them does not stop a run from resuming.
 OPERATIONAL_KEYS = frozenset(
     {"save_steps", "save_total_limit", "logging_steps", "eval_steps", "max_eval_samples", "eval_at_start",
-     "dataloader_workers", "local_files_only", "resume", "report_to"}
+     "dataloader_workers", "local_files_only", "resume", "report_to", "nproc"}
 )
 
 
@@ -76,6 +76,7 @@ class TrainConfig:
     group_by_length: bool = False  # micro-batches of similar total token count (less padding), order still seeded
     report_to: str = "tensorboard"  # tensorboard (event files under <run>/tensorboard) | none
     quantization: str = "none"  # none | 4bit: QLoRA, frozen base in bitsandbytes NF4 (CUDA GPU only)
+    nproc: int = 1  # processes (one per GPU; gloo CPU processes without one) launched with torchrun when > 1
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -161,7 +162,7 @@ def _validate(cfg: TrainConfig) -> None:
     for key, choices in _CHOICES.items():
         check(getattr(cfg, key) in choices, key, f"must be one of {', '.join(choices)}")
     for key in ("lora_rank", "lora_alpha", "num_epochs", "per_device_batch_size", "gradient_accumulation_steps",
-                "max_seq_len", "save_steps", "save_total_limit", "logging_steps"):
+                "max_seq_len", "save_steps", "save_total_limit", "logging_steps", "nproc"):
         check(getattr(cfg, key) >= 1, key, "must be >= 1")
     for key in ("max_steps", "eval_steps"):
         check(getattr(cfg, key) is None or getattr(cfg, key) >= 1, key, "must be >= 1 or null")
@@ -175,6 +176,9 @@ def _validate(cfg: TrainConfig) -> None:
     check(cfg.max_eval_samples >= 0, "max_eval_samples", "must be >= 0")
     check(cfg.dataloader_workers >= 0, "dataloader_workers", "must be >= 0")
     check(cfg.seed >= 0, "seed", "must be >= 0")
+    check(cfg.gradient_accumulation_steps % cfg.nproc == 0, "gradient_accumulation_steps",
+          f"must be a multiple of nproc={cfg.nproc} (each process accumulates gradient_accumulation_steps / nproc "
+          f"micro-batches, so the effective batch is the same for any nproc)")
     check(cfg.max_image_tokens < cfg.max_seq_len, "max_pixels",
           f"allows {cfg.max_image_tokens} image tokens, which leaves no room in max_seq_len={cfg.max_seq_len}")
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ocr_ft.storage import atomic_dir, atomic_write_json, atomic_write_jsonl, sha256_json
 from ocr_ft.train.budget import BudgetReport, check_budget, field_of, image_file, schedule_numbers
+from ocr_ft.train import distributed as dist_
 from ocr_ft.train.config import TrainConfig, load_config
 from ocr_ft.train.inputs import IGNORE_INDEX, ProcessorBundle, TrainingCollator, load_image
 from ocr_ft.train.modeling import (
@@ -197,17 +198,22 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 @torch.no_grad()
 def eval_loss(model: Any, bundle: ProcessorBundle, records: Sequence[Any], data_dir: Path, batch_size: int,
-              device: torch.device, workers: int = 0) -> float | None:
-    """Mean answer-token cross-entropy of ``model`` on ``records`` (None when there are none)."""
+              device: torch.device, workers: int = 0, world: dist_.World | None = None) -> float | None:
+    """Mean answer-token cross-entropy of ``model`` on ``records`` (None when there are none).
+
+    With several processes each takes every N-th batch and the sums are added up over processes.
+    """
     if not records:
         return None
+    world = world or dist_.World()
     was_training = model.training
     model.eval()
     total, tokens = 0.0, 0
     lists = [list(range(i, min(i + batch_size, len(records)))) for i in range(0, len(records), batch_size)]
-    for batch in _batches(_PairDataset(records, data_dir), lists, bundle, workers):
+    for batch in _batches(_PairDataset(records, data_dir), lists[world.rank::world.size], bundle, workers):
         s, n = answer_loss_sum(model, _to(batch, device))
         total, tokens = total + float(s), tokens + n
+    total, tokens = dist_.all_reduce_sum(world, [total, tokens], device)
     model.train(was_training)
     return total / max(tokens, 1)
 
@@ -221,22 +227,32 @@ def _checkpoint_dirs(out: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def _save_checkpoint(out: Path, model, optimizer, scheduler, state: dict[str, Any], keep: int) -> Path:
+def _rng_state() -> dict[str, Any]:
+    rng = {"cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def _save_checkpoint(out: Path, model, optimizer, scheduler, state: dict[str, Any], keep: int,
+                     world: dist_.World | None = None) -> Path:
+    """Every rank calls it (the RNG states of all ranks are gathered); rank 0 alone writes."""
+    world = world or dist_.World()
     target = out / CHECKPOINTS / f"step-{state['step']:08d}"
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp)
-        rng = {"cpu": torch.random.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
-                   tmp / "training_state.pt")
-        atomic_write_json(tmp / "trainer_state.json", state)
-    for old in _checkpoint_dirs(out)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    rngs = dist_.gather_objects(world, _rng_state())
+    if world.is_main:
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(tmp)
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs[0],
+                        "rng_ranks": rngs}, tmp / "training_state.pt")
+            atomic_write_json(tmp / "trainer_state.json", {**state, "world_size": world.size})
+        for old in _checkpoint_dirs(out)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist_.barrier(world)
     return target
 
 
-def _load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> dict[str, Any]:
+def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, world: dist_.World | None = None) -> dict[str, Any]:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -244,9 +260,13 @@ def _load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> dict[str, Any]:
     st = torch.load(ckpt / "training_state.pt", map_location="cpu", weights_only=True)
     optimizer.load_state_dict(st["optimizer"])
     scheduler.load_state_dict(st["scheduler"])
-    torch.random.set_rng_state(st["rng"]["cpu"])
-    if "cuda" in st["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["rng"]["cuda"])
+    world = world or dist_.World()
+    ranks = st.get("rng_ranks") or [st["rng"]]
+    # the same number of processes continues each with its own RNG; another number continues with rank 0's
+    rng = ranks[world.rank] if len(ranks) == world.size else ranks[0]
+    torch.random.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     return _read_json(ckpt / "trainer_state.json")
 
 
@@ -315,9 +335,31 @@ def train(
     checkpoint stays).
     """
     config = config or load_config()
-    check_quantization(config, resolve_device(device))
-    out, data_dir = Path(output_dir), Path(data_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    world = dist_.current_world()
+    # under torchrun the launched world wins (a multi-node job has nnodes x nproc-per-node processes)
+    if world.distributed and config.gradient_accumulation_steps % world.size:
+        raise ValueError(f"gradient_accumulation_steps={config.gradient_accumulation_steps} must be a multiple of "
+                         f"the {world.size} processes (WORLD_SIZE), so the effective batch stays the same")
+    if not world.distributed and config.nproc > 1:
+        raise ValueError(f"nproc: {config.nproc} needs {config.nproc} processes: launch with `ocr-ft train --nproc "
+                         f"{config.nproc}` or `torchrun --nproc-per-node {config.nproc}` (see the README)")
+    run_device = dist_.device_for(world, resolve_device(device))
+    check_quantization(config, run_device)
+    created = dist_.init(world, run_device)
+    try:
+        return _train(config, train_records, val_records, Path(data_dir), Path(output_dir),
+                      on_log if world.is_main else None, run_device, world)
+    finally:
+        if created:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
+
+
+def _train(config: TrainConfig, train_records: Sequence[Any], val_records: Sequence[Any], data_dir: Path,
+           out: Path, on_log: LogFn | None, device: torch.device, world: dist_.World) -> TrainResult:
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     bundle = load_processor(config.base_model, config)
     budget = check_budget(bundle, train_records, data_dir, config.max_seq_len)
     val_budget = check_budget(bundle, val_records, data_dir, config.max_seq_len)
@@ -341,16 +383,20 @@ def train(
             f"{out} holds a different run (config or training data changed); use another output directory "
             f"or set resume: false to start over"
         )
+    dist_.barrier(world)  # every rank has read the folder before rank 0 changes it
     if not config.resume:
-        for p in (out / CHECKPOINTS, out / "adapter"):
-            shutil.rmtree(p, ignore_errors=True)
+        if world.is_main:
+            for p in (out / CHECKPOINTS, out / "adapter"):
+                shutil.rmtree(p, ignore_errors=True)
         checkpoints = []
-    for stale in (out / CHECKPOINTS).glob(".step-*") if (out / CHECKPOINTS).is_dir() else ():
-        shutil.rmtree(stale, ignore_errors=True)  # half-written checkpoint of a killed process
-    (out / "summary.json").unlink(missing_ok=True)
-    config.save(out / "config.yaml")
+    if world.is_main:
+        for stale in (out / CHECKPOINTS).glob(".step-*") if (out / CHECKPOINTS).is_dir() else ():
+            shutil.rmtree(stale, ignore_errors=True)  # half-written checkpoint of a killed process
+        (out / "summary.json").unlink(missing_ok=True)
+        config.save(out / "config.yaml")
+    dist_.barrier(world)
     return _run(config, bundle, budget, val_budget, data_dir, out, fingerprint,
-                checkpoints[-1] if checkpoints else None, on_log, resolve_device(device))
+                checkpoints[-1] if checkpoints else None, on_log, device, world)
 
 
 def check_quantization(config: TrainConfig, device: torch.device) -> None:
@@ -376,7 +422,7 @@ def qlora_config(dtype: torch.dtype):
 
 def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val_budget: BudgetReport,
          data_dir: Path, out: Path, fingerprint: str, resume_from: Path | None, on_log: LogFn | None,
-         device: torch.device) -> TrainResult:
+         device: torch.device, world: dist_.World) -> TrainResult:
     dtype = resolve_dtype(config.precision, device)
     n = len(budget.kept)
     nums = schedule_numbers(n, config)
@@ -411,35 +457,39 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
     log_rows: list[dict[str, Any]] = []
     start_step, resumed_from = 0, None
     if resume_from is not None:
-        state = _load_checkpoint(resume_from, model, optimizer, scheduler)
+        state = _load_checkpoint(resume_from, model, optimizer, scheduler, world)
         start_step = resumed_from = int(state["step"])
         log_rows = list(state.get("log_history", []))
+    if world.is_main:
         atomic_write_jsonl(out / "loss_log.jsonl", log_rows)
-    else:
-        atomic_write_jsonl(out / "loss_log.jsonl", [])
     _emit(on_log, {"event": "start", "step": start_step, "total_steps": total, "train_samples": n,
                    "val_samples": len(eval_records), "left_out": len(budget.left_out), "device": str(device),
-                   "dtype": str(dtype).replace("torch.", ""), "resumed_from_step": resumed_from})
+                   "dtype": str(dtype).replace("torch.", ""), "resumed_from_step": resumed_from,
+                   "processes": world.size})
 
-    board = _TensorBoard(out / TENSORBOARD, start_step) if config.report_to == "tensorboard" else None
+    board = (_TensorBoard(out / TENSORBOARD, start_step)
+             if config.report_to == "tensorboard" and world.is_main else None)
 
     def record(row: dict[str, Any]) -> None:
         if log_rows and log_rows[-1]["step"] == row["step"]:
             log_rows[-1].update(row)
         else:
             log_rows.append(row)
-        atomic_write_jsonl(out / "loss_log.jsonl", log_rows)
+        if world.is_main:
+            atomic_write_jsonl(out / "loss_log.jsonl", log_rows)
         if board is not None:
             board.write(row)
 
     dataset = _PairDataset(budget.kept, data_dir)
     if start_step == 0 and config.eval_at_start and eval_records:
-        ev = eval_loss(model, bundle, eval_records, data_dir, config.per_device_batch_size, device, config.dataloader_workers)
+        ev = eval_loss(model, bundle, eval_records, data_dir, config.per_device_batch_size, device, config.dataloader_workers, world)
         record({"step": 0, "eval_loss": ev})
         _emit(on_log, {"event": "eval", "step": 0, "total_steps": total, "eval_loss": ev})
 
     step_lists = [step_micro_batches(n, config, s, seq_tokens) for s in range(start_step, total)]
-    batches = _batches(dataset, [b for lists in step_lists for b in lists], bundle, config.dataloader_workers)
+    # this process's share: micro-batches rank, rank + N, ... of every step
+    batches = _batches(dataset, [b for lists in step_lists for b in lists[world.rank::world.size]], bundle,
+                       config.dataloader_workers)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     train_time, samples_done, tokens_done = 0.0, 0, 0
@@ -448,11 +498,14 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
         t0 = time.perf_counter()
         step_tokens = sum(answer_tokens[i] for b in lists for i in b)
         loss_sum = 0.0
-        for _ in lists:
+        for _ in lists[world.rank::world.size]:
             batch = _to(next(batches), device)
             s, _n = answer_loss_sum(model, batch)
             (s / step_tokens).backward()
             loss_sum += float(s.detach())
+        if world.distributed:  # sum of every process's share = the one-process gradient
+            dist_.all_reduce_grads(world, params)
+            loss_sum = dist_.all_reduce_sum(world, [loss_sum], device)[0]
         grad_norm = (torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm) if config.max_grad_norm > 0
                      else torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
         optimizer.step()
@@ -475,20 +528,21 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
                            "samples_per_second": samples_done / train_time})
         if eval_records and ((config.eval_steps and done % config.eval_steps == 0) or done == total):
             ev = eval_loss(model, bundle, eval_records, data_dir, config.per_device_batch_size, device,
-                           config.dataloader_workers)
+                           config.dataloader_workers, world)
             record({"step": done, "eval_loss": ev})
             _emit(on_log, {"event": "eval", "step": done, "total_steps": total, "eval_loss": ev})
         if done % config.save_steps == 0 and done < total:
             path = _save_checkpoint(out, model, optimizer, scheduler,
                                     {"step": done, "total_steps": total, "fingerprint": fingerprint,
-                                     "log_history": log_rows}, config.save_total_limit)
+                                     "log_history": log_rows}, config.save_total_limit, world)
             _emit(on_log, {"event": "checkpoint", "step": done, "total_steps": total, "path": str(path)})
 
     if board is not None:
         board.close()
-    with atomic_dir(out / "adapter") as tmp:
-        model.save_pretrained(tmp)
-        __import__("ocr_ft.train.modeling", fromlist=["x"]).save_serving_files(tmp, bundle)  # issue 11: template + pixel budget
+    if world.is_main:
+        with atomic_dir(out / "adapter") as tmp:
+            model.save_pretrained(tmp)
+            __import__("ocr_ft.train.modeling", fromlist=["x"]).save_serving_files(tmp, bundle)  # issue 11: template + pixel budget
     peak, peak_kind = _peak_memory(device)
     train_losses = [r["loss"] for r in log_rows if "loss" in r]
     eval_losses = [(r["step"], r["eval_loss"]) for r in log_rows if r.get("eval_loss") is not None]
@@ -529,8 +583,11 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
         "vision_lora": config.vision_lora,
         "quantization": config.quantization,
         "adapter_dir": "adapter",
+        "processes": world.size,
     }
-    atomic_write_json(out / "summary.json", summary)
+    if world.is_main:
+        atomic_write_json(out / "summary.json", summary)
+    dist_.barrier(world)
     _emit(on_log, {"event": "done", "step": total, "total_steps": total,
                    "final_train_loss": summary["final_train_loss"], "final_eval_loss": summary["final_eval_loss"]})
     return TrainResult(out, summary)

@@ -57,3 +57,44 @@ def test_tiny_model_lora_and_report_through_the_graph(tmp_path):
     assert set(data["runs"]) == {"base", "finetuned"}
     assert data["runs"]["finetuned"]["summary"]["overall"]["n"] == 2
     assert checks["evaluation_no_regression"].passed == (not data["comparison"]["regression"])
+
+
+def test_launcher_starts_torchrun_and_the_pod_asks_for_one_gpu_per_process():
+    import sys
+
+    launcher = TrainingLauncher()
+    assert launcher.command_for(1, sys.executable) == [sys.executable, "-m", "ocr_ft.defs.pipes_training"]
+    assert launcher.command_for(4, sys.executable) == [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m",
+        "ocr_ft.defs.pipes_training"]
+    k8s = TrainingLauncher(kind="k8s", image="img")
+    assert k8s.command_for(2)[:3] == ["python", "-m", "torch.distributed.run"]
+    for nproc in (1, 4):
+        resources = k8s.k8s_pod_spec(nproc)["containers"][0]["resources"]
+        assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == str(nproc)
+
+
+@pytest.mark.slow
+def test_lora_checkpoint_with_two_processes_reports_once_through_pipes(tmp_path, monkeypatch):
+    """nproc: 2 starts torchrun (2 gloo CPU processes); rank 0 alone reports the materialization."""
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    src = tmp_path / "src"
+    for i in range(12):
+        write_pair(src, f"t{i:02d}", i, html=nested_html(i, 1 + i % 2))
+    source = folder_source("existing", str(src))
+    validated = validated_asset("existing")
+    assets = [source, validated, dataset_asset([validated]), splits, *TRAINING_ASSETS]
+    resources = {"paths": OcrFtPaths(data_dir=str(tmp_path / "data")), "training_launcher": TrainingLauncher()}
+    run_config = {"ops": {
+        "splits": {"config": {"val_ratio": 0.15, "test_ratio": 0.15}},
+        "lora_checkpoint": {"config": {"overrides": {"max_steps": 4, "nproc": 2, "gradient_accumulation_steps": 2,
+                                                     "save_steps": 2, "report_to": "none"}}},
+    }}
+    res = dg.materialize(assets, resources=resources, run_config=run_config, instance=dg.DagsterInstance.ephemeral())
+    assert res.success
+    mats = [e.materialization for e in res.get_asset_materialization_events()
+            if e.asset_key.to_user_string() == "lora_checkpoint"]
+    assert len(mats) == 1 and mats[0].metadata["steps"].value == 4
+    out = Path(mats[0].metadata["output_dir"].value)
+    assert json.loads((out / "summary.json").read_text())["processes"] == 2
