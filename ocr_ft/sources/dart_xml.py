@@ -257,6 +257,19 @@ def is_shaded(cell) -> bool:
     return bool(re.search(r"(?:^|\s)BC", _attr(cell, "USERMARK").upper()))
 
 
+def _cell_tag(cell, shaded_row: bool) -> tuple[str, str]:
+    """The label's tag for a DART cell (``th`` for TH and for every cell of a shaded header row) and its span
+    attributes, shared by the label and the styled display so both have exactly the same cells."""
+    out_tag = "th" if _name(cell) == "TH" or shaded_row else "td"
+    attrs = ""
+    rs, cs = _span_attr(cell, "ROWSPAN"), _span_attr(cell, "COLSPAN")
+    if rs > 1:
+        attrs += f' rowspan="{rs}"'
+    if cs > 1:
+        attrs += f' colspan="{cs}"'
+    return out_tag, attrs
+
+
 def _row_html(tr, depth: int = 0) -> str:
     cells = []
     row_cells = [c for c in tr if _name(c) in _CELL_TAGS]
@@ -265,13 +278,7 @@ def _row_html(tr, depth: int = 0) -> str:
         tag = _name(cell)
         if tag not in _CELL_TAGS:
             continue
-        out_tag = "th" if tag == "TH" or shaded_row else "td"
-        attrs = ""
-        rs, cs = _span_attr(cell, "ROWSPAN"), _span_attr(cell, "COLSPAN")
-        if rs > 1:
-            attrs += f' rowspan="{rs}"'
-        if cs > 1:
-            attrs += f' colspan="{cs}"'
+        out_tag, attrs = _cell_tag(cell, shaded_row)
         cells.append(f"<{out_tag}{attrs}>{_inner_html(cell, depth)}</{out_tag}>")
     return "<tr>" + "".join(cells) + "</tr>"
 
@@ -410,13 +417,7 @@ def _px(value: str) -> int | None:
 
 def _styled_cell(cell, shaded_row: bool, depth: int) -> str:
     tag = _name(cell)
-    out_tag = "th" if tag == "TH" or shaded_row else "td"
-    attrs = ""
-    rs, cs = _span_attr(cell, "ROWSPAN"), _span_attr(cell, "COLSPAN")
-    if rs > 1:
-        attrs += f' rowspan="{rs}"'
-    if cs > 1:
-        attrs += f' colspan="{cs}"'
+    out_tag, attrs = _cell_tag(cell, shaded_row)
     style = []
     bg = _BG.search(_attr(cell, "USERMARK").upper())
     if bg:
