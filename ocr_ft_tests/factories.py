@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import zipfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -75,3 +76,12 @@ def shared_external(*parts: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"real test material missing: {path} (shared/ must sit beside the checkout)")
     return path
+
+
+def zip_bytes(members: dict[str, bytes | str], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A ZIP archive in memory: member name -> bytes (str is written as UTF-8), in the given order."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data.encode("utf-8") if isinstance(data, str) else data)
+    return buf.getvalue()

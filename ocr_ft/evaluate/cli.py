@@ -35,6 +35,11 @@ def _err(msg: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- teds
+def _load_pair_maps(args) -> tuple[dict[str, str], dict[str, str]]:
+    """``(ground truth, predictions)`` of ``--gt`` and ``--pred``; ``ValueError`` names the bad file."""
+    return _load_html_map(args.gt, "ground-truth"), _load_html_map(args.pred, "prediction")
+
+
 def _load_html_map(path: str, what: str) -> dict[str, str]:
     p = Path(path)
     try:
@@ -64,8 +69,7 @@ def teds_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per table before giving up on it")
     args = ap.parse_args(argv)
     try:
-        gt = _load_html_map(args.gt, "ground-truth")
-        pred = _load_html_map(args.pred, "prediction")
+        gt, pred = _load_pair_maps(args)
     except ValueError as exc:
         return _err(str(exc))
     names = list(gt)
@@ -93,7 +97,7 @@ def score_main(argv: list[str] | None = None) -> int:
     ``{"mode", "metrics", "files": {name: {metric: value, "error": ...}}, "overall": {metric: mean}}`` (CER
     overall is the corpus rate; a pair that could not be scored has ``null`` figures, its reason in
     ``error`` and on stderr, and makes the exit code 1)."""
-    from .metrics import char_errors, error_rate, safe_sample_metrics, table_text
+    from .metrics import error_rate, safe_sample_metrics
 
     ap = argparse.ArgumentParser(prog="ocr-ft score", description="score PubTabNet-style prediction files")
     ap.add_argument("--pred", required=True, help="JSON: name -> {\"html\": ...} (or name -> html)")
@@ -110,8 +114,7 @@ def score_main(argv: list[str] | None = None) -> int:
         return _err(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; expected some of "
                     f"{', '.join(SCORE_METRICS)}")
     try:
-        gt = _load_html_map(args.gt, "ground-truth")
-        pred = _load_html_map(args.pred, "prediction")
+        gt, pred = _load_pair_maps(args)
     except ValueError as exc:
         return _err(str(exc))
     names = list(gt)

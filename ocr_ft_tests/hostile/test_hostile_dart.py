@@ -6,17 +6,16 @@ exception text, log record or written file."""
 
 from __future__ import annotations
 
-import io
 import logging
 import socket
 import threading
 import time
 import tracemalloc
-import zipfile
 from pathlib import Path
 
 import pytest
 
+from factories import zip_bytes
 from ocr_ft.sources.dart import DartClient, DartDocumentError, DartError, documents_pending, read_zip_documents
 from ocr_ft.sources.dart_xml import decode_xml, extract_tables
 from ocr_ft.sources.http import ApiError, HttpClient, HttpError, RetryPolicy
@@ -71,16 +70,8 @@ def test_tables_nested_300_deep_are_a_reject_not_a_recursion_error():
     assert [r.reason for r in rejects] == ["table_too_deep"] and len(pending) == 1
 
 
-def _zip(members, method=zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def test_zip_bomb_is_refused_before_decompressing():
-    bomb = _zip({f"{RCEPT}.xml": b"\0" * (64 * 1024 * 1024)})  # 64 MB at ~1000:1
+    bomb = zip_bytes({f"{RCEPT}.xml": b"\0" * (64 * 1024 * 1024)})  # 64 MB at ~1000:1
     with Bounded(5, 20):  # it is never inflated
         with pytest.raises(DartDocumentError) as info:
             read_zip_documents(bomb, RCEPT)
@@ -90,7 +81,7 @@ def test_zip_bomb_is_refused_before_decompressing():
 @pytest.mark.parametrize("members", [{}, {"a.txt": b"x"}])
 def test_zip_with_no_xml_is_a_reject_with_reason_and_count(members):
     with pytest.raises(DartDocumentError) as info:
-        read_zip_documents(_zip(members), RCEPT)
+        read_zip_documents(zip_bytes(members), RCEPT)
     assert info.value.reason == "zip_no_xml" and f"{len(members)} member(s)" in str(info.value)
 
 

@@ -18,7 +18,6 @@ import socket
 import struct
 import threading
 import time
-import zipfile
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -27,6 +26,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from PIL import Image
 
+from factories import zip_bytes
 from ocr_ft.storage import BlobStore, sha256_text
 
 # --------------------------------------------------------------------------------------------------
@@ -217,14 +217,6 @@ def fake_renderer(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-def _make_zip(members: dict[str, bytes | str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data.encode("utf-8") if isinstance(data, str) else data)
-    return buf.getvalue()
-
-
 @pytest.fixture
 def make_zip():
-    return _make_zip
+    return zip_bytes
