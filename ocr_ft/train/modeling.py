@@ -315,24 +315,10 @@ def generate_outputs(model: Any, bundle: ProcessorBundle, images: Sequence[Any],
     return out
 
 
-@torch.no_grad()
 def generate_html(model: Any, bundle: ProcessorBundle, images: Sequence[Any], max_new_tokens: int = 2048,
                   batch_size: int = 1) -> list[str]:
     """Greedy decoding (no sampling, no repetition penalty) of table HTML for PIL images or image paths."""
-    from transformers import GenerationConfig
-
-    device = next(model.parameters()).device
-    gen = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, repetition_penalty=1.0,
-        eos_token_id=bundle.stop_token_ids, pad_token_id=bundle.pad_token_id,
-    )
-    out: list[str] = []
-    for i in range(0, len(images), batch_size):
-        chunk = [load_image(im) if isinstance(im, (str, Path)) else im for im in images[i:i + batch_size]]
-        batch = {k: v.to(device) for k, v in build_generation_batch(bundle, chunk).items()}
-        sequences = model.generate(**batch, generation_config=gen)
-        out.extend(decode_generated(bundle, sequences, batch["input_ids"].shape[1]))
-    return out
+    return [g.text for g in generate_outputs(model, bundle, images, max_new_tokens, batch_size)]
 
 
 # --------------------------------------------------------------------------- serving files
