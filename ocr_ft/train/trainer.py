@@ -181,11 +181,8 @@ def answer_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     The LM head runs only on positions that predict an answer token, which skips the image and prompt.
     """
     base = unwrap_model(model)
-    out = base.model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-        mm_token_type_ids=batch["mm_token_type_ids"], pixel_values=batch["pixel_values"],
-        image_grid_thw=batch["image_grid_thw"], use_cache=False,
-    )
+    # every key the collator made except the labels is a model input (each family's collator makes its own)
+    out = base.model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False)
     targets = batch["labels"][:, 1:]
     mask = targets != IGNORE_INDEX
     logits = base.lm_head(out.last_hidden_state[:, :-1][mask]).float()
