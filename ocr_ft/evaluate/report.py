@@ -1,18 +1,28 @@
 """The evaluation report: ``report.json``, ``report.md`` and a self-contained ``report.html``.
 
-:func:`build_report` takes one or more named runs (e.g. ``{"base": ..., "finetuned": ...}``) and writes
+:func:`build_report` takes one or more named runs (e.g. ``{"base": ..., "finetuned": ...}``, or several base
+models and their fine-tunes) and writes
 
+* the comparison table (:func:`comparison_table`): one row per model and category (plus overall) with TEDS,
+  TEDS-S, GriTS-Con/Top, CER, latency p50/p95 and the counts of cut-off and failed predictions, the best
+  model per metric marked, models that could not be evaluated listed as failed with their reason;
 * every run's summary (overall, by category, by source), its throughput, and the seed's targets with
   pass/fail.  TEDS means count a sample whose TEDS could not be computed as 0 and say how many there were
   (``teds_unscored``, see :mod:`ocr_ft.evaluate.results`); latency is per page as the page experiences it,
   throughput (pages/s over the run) is given separately;
-* :func:`compare` of the first run against the last when there are two or more (fine-tuned TEDS below the
-  base's, overall or in any category, is a regression);
+* :func:`compare` of the *primary* run (the one the checks judge, default: the last) against the *baseline*
+  (default: the first) when there are two or more (primary TEDS below the baseline's, overall or in any
+  category, is a regression);
 * plots (matplotlib, Agg backend, embedded as base64 PNG): TEDS by category, CER distribution, latency
   histogram and, with two runs or more, the runs' headline metrics side by side;
-* the worst samples of the last run by TEDS: the image (embedded), the ground truth and every run's
+* the worst samples of the primary run by TEDS: the image (embedded), the ground truth and every run's
   prediction rendered as tables.  Rendered HTML is rebuilt from the parsed table model, so it holds only
-  table tags with rowspan/colspan and escaped text.
+  table tags with rowspan/colspan and escaped text;
+* ``review.html`` (every sample, every run side by side) and, with two runs or more, one
+  ``review_<name>.html`` per run, linked from the comparison table.
+
+Runs scored in different TEDS modes or text normalisation are never put in one report
+(:class:`IncomparableRuns`).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import base64
 import html as htmllib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -136,6 +147,124 @@ def compare(base: EvalRun, finetuned: EvalRun, tolerance: float = 0.0) -> dict[s
         "base": base.name, "finetuned": finetuned.name, "n_common": len(common), "tolerance": tolerance,
         "metrics": metrics, "teds_by_category": by_cat, "regressions": regressions, "regression": bool(regressions),
     }
+
+
+# ---------------------------------------------------------------------------------- comparison table
+@dataclass(frozen=True)
+class TableMetric:
+    key: str
+    label: str
+    better: str | None  # "higher", "lower" or None (not ranked)
+    value: Callable[[dict], Any]
+    pct: bool = False
+
+
+def _lat(stat: str) -> Callable[[dict], Any]:
+    return lambda s: (s.get("latency") or {}).get(stat)
+
+
+# The comparison table's columns, in order; values come straight from a run's summary block.
+TABLE_METRICS = (
+    TableMetric("n", "n", None, lambda s: s.get("n", 0)),
+    TableMetric("teds", "TEDS", "higher", lambda s: s.get("teds")),
+    TableMetric("teds_s", "TEDS-S", "higher", lambda s: s.get("teds_s")),
+    TableMetric("grits_con", "GriTS-Con", "higher", lambda s: s.get("content_f1")),
+    TableMetric("grits_top", "GriTS-Top", "higher", lambda s: s.get("topology_f1")),
+    TableMetric("cer", "CER", "lower", lambda s: s.get("cer"), pct=True),
+    TableMetric("latency_p50", "latency p50 (s)", "lower", _lat("p50")),
+    TableMetric("latency_p95", "latency p95 (s)", "lower", _lat("p95")),
+    TableMetric("truncated", "cut off", "lower", lambda s: s.get("truncated")),
+    TableMetric("failed", "failed", "lower", lambda s: s.get("prediction_errors")),
+)
+_BEST_NOTE = ("Best per category and metric in bold (ties: all of them), among the models evaluated; not marked "
+              "when fewer than two models have the figure or all have the same. \"cut off\": outputs that hit the "
+              "generation budget; \"failed\": pages the predictor failed on (scored as empty).")
+
+
+def _groups(summaries: dict[str, dict]) -> list[str]:
+    present = {c for summ in summaries.values() for c in summ["by_category"]}
+    return ["overall"] + [c for c in CATEGORIES if c in present] + sorted(present - set(CATEGORIES))
+
+
+def comparison_table(summaries: dict[str, dict], failed: dict[str, str] | None = None) -> dict[str, Any]:
+    """One row per model and group (``overall``, then each category any run has), columns
+    :data:`TABLE_METRICS`, the values taken from each run's summary (``overall`` / ``by_category``).
+
+    Models in ``failed`` (name -> reason) get a ``status: failed`` row per group with the reason and no
+    figures.  ``best[group][metric]`` lists the models with the best value (higher or lower as the metric
+    says; ties all listed), only where two models or more have the figure and not all have the same."""
+    failed = failed or {}
+    groups = _groups(summaries)
+    rows: list[dict[str, Any]] = []
+    best: dict[str, dict[str, list[str]]] = {}
+    for group in groups:
+        values: dict[str, dict[str, Any]] = {}
+        for name, summ in summaries.items():
+            block = summ["overall"] if group == "overall" else summ["by_category"].get(group) or {"n": 0}
+            values[name] = {m.key: m.value(block) for m in TABLE_METRICS}
+            rows.append({"group": group, "model": name, "status": "ok", **values[name]})
+        rows += [{"group": group, "model": name, "status": "failed", "error": reason} for name, reason in failed.items()]
+        best[group] = {}
+        for m in TABLE_METRICS:
+            if m.better is None:
+                continue
+            have = {name: v[m.key] for name, v in values.items() if v[m.key] is not None}
+            if len(have) < 2 or len(set(have.values())) == 1:
+                continue
+            top = max(have.values()) if m.better == "higher" else min(have.values())
+            best[group][m.key] = [name for name, v in have.items() if v == top]
+    return {"metrics": [{"key": m.key, "label": m.label, "better": m.better} for m in TABLE_METRICS],
+            "groups": groups, "rows": rows, "best": best}
+
+
+def _table_cell(m: TableMetric, row: dict) -> str:
+    return _fmt(row.get(m.key), m.pct)
+
+
+def _comparison_md(table: dict) -> list[str]:
+    head = ["category", "model"] + [m.label for m in TABLE_METRICS]
+    rows = []
+    for row in table["rows"]:
+        if row["status"] == "failed":
+            text = f"FAILED: {row['error']}" if row["group"] == table["groups"][0] else "FAILED (see overall)"
+            rows.append([row["group"], row["model"], text] + [""] * (len(TABLE_METRICS) - 1))
+            continue
+        best = table["best"].get(row["group"], {})
+        rows.append([row["group"], row["model"]] + [
+            f"**{_table_cell(m, row)}**" if row["model"] in best.get(m.key, ()) else _table_cell(m, row)
+            for m in TABLE_METRICS])
+    return _md_table(head, rows)
+
+
+def comparison_markdown(report: dict) -> str:
+    """The report's comparison table as Markdown (best values in bold, failed models with their reason)."""
+    return "\n".join(_comparison_md(report["comparison_table"])) + "\n"
+
+
+def _comparison_html(table: dict, review_pages: dict[str, str]) -> str:
+    e = htmllib.escape
+    parts = ["<table class='comparison'><tr><th>category</th><th>model</th>"
+             + "".join(f"<th>{e(m.label)}</th>" for m in TABLE_METRICS) + "</tr>"]
+    for group in table["groups"]:
+        rows = [r for r in table["rows"] if r["group"] == group]
+        best = table["best"].get(group, {})
+        for k, row in enumerate(rows):
+            cells = [f"<th rowspan='{len(rows)}' class='group'>{e(group)}</th>"] if k == 0 else []
+            page = review_pages.get(row["model"])
+            label = (f"<a href='{e(Path(page).name)}'>{e(row['model'])}</a>" if page and row["status"] == "ok"
+                     else e(row["model"]))
+            if row["status"] == "failed":
+                text = f"failed: {row['error']}" if group == table["groups"][0] else "failed (see overall)"
+                cells += [f"<td class='model'>{label}</td>",
+                          f"<td colspan='{len(TABLE_METRICS)}' class='fail'>{e(text)}</td>"]
+            else:
+                cells.append(f"<td class='model'>{label}</td>")
+                for m in TABLE_METRICS:
+                    cls = " class='best'" if row["model"] in best.get(m.key, ()) else ""
+                    cells.append(f"<td{cls}>{e(_table_cell(m, row))}</td>")
+            parts.append(f"<tr data-group='{e(group)}' data-model='{e(row['model'])}'>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    return "".join(parts)
 
 
 # --------------------------------------------------------------------------------------------- plots
@@ -269,9 +398,8 @@ def _teds_text(teds: float | None, timed_out: bool = False, error: str | None = 
     return "unscored (timed out, counted as 0)" if timed_out else f"unscored ({error or 'no score'}, counted as 0)"
 
 
-def _worst(runs: dict[str, EvalRun], n: int) -> list[SampleResult]:
-    last = list(runs.values())[-1]
-    return sorted(last.samples, key=lambda s: (-1.0 if s.teds is None else s.teds, s.key))[:n]
+def _worst(run: EvalRun, n: int) -> list[SampleResult]:
+    return sorted(run.samples, key=lambda s: (-1.0 if s.teds is None else s.teds, s.key))[:n]
 
 
 _SUMMARY_HEAD = ["run", "group", "n", "TEDS", "TEDS-S", "TEDS unscored", "CER", "WER", "content F1",
@@ -317,7 +445,11 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _markdown(report: dict, summaries: dict[str, dict]) -> str:
-    out = ["# Evaluation report", ""]
+    out = ["# Evaluation report", "", "## Models compared", ""] + _comparison_md(report["comparison_table"])
+    out += ["", _BEST_NOTE, ""]
+    if report.get("failed"):
+        out += [f"- FAILED {name}: {reason}" for name, reason in report["failed"].items()] + [""]
+    out += [f"Primary (judged by the checks): {report['primary']}; baseline: {report.get('baseline') or 'none'}.", ""]
     for name, run in report["runs"].items():
         out += [f"## Targets: {name}", "", "| target | value | threshold | status |", "|---|---|---|---|"]
         for t in run["targets"]:
@@ -352,6 +484,9 @@ td,th{border:1px solid #999;padding:2px 6px;font-size:12px;vertical-align:top}
 border-top:2px solid #ccc;padding:10px 0}
 .sample>div{min-width:0;overflow-x:auto}.sample img{max-width:100%;height:auto;display:block}
 .none{color:#b00}h3{margin-bottom:4px}img{max-width:100%}td.diff{background:#fdd}
+table.comparison td{text-align:right;white-space:nowrap}table.comparison td.model,table.comparison td.fail{text-align:left}
+table.comparison td.fail{white-space:normal}table.comparison th.group{text-align:left;background:#f3f3f3}
+table.comparison td.best{font-weight:bold;background:#dfd}
 """
 
 
@@ -360,6 +495,15 @@ def _html(report: dict, summaries: dict[str, dict], plots: dict[str, str], worst
     e = htmllib.escape
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Evaluation report</title>",
              f"<style>{_CSS}</style></head><body><h1>Evaluation report</h1>"]
+    pages = report.get("review_pages") or {}
+    parts.append("<h2>Models compared</h2>" + _comparison_html(report["comparison_table"], pages)
+                 + f"<p>{e(_BEST_NOTE)}</p>")
+    if report.get("failed"):
+        parts.append("<ul>" + "".join(f"<li><span class='fail'>FAILED</span> {e(name)}: {e(reason)}</li>"
+                                      for name, reason in report["failed"].items()) + "</ul>")
+    parts.append(f"<p>Primary (judged by the checks): <b>{e(report['primary'])}</b>; baseline: "
+                 f"<b>{e(report.get('baseline') or 'none')}</b>. <a href='review.html'>Every sample, all models "
+                 "side by side</a>" + ("; each model alone: linked from its name." if pages else ".") + "</p>")
     for name, run in report["runs"].items():
         parts.append(f"<h2>Targets: {e(name)}</h2><p>{e(str(run['meta'].get('predictor', '')))}</p>"
                      "<table><tr><th>target</th><th>value</th><th>threshold</th><th>status</th></tr>")
@@ -393,7 +537,7 @@ def _html(report: dict, summaries: dict[str, dict], plots: dict[str, str], worst
                        ("cer_distribution", "CER distribution"), ("latency_histogram", "Latency")):
         if key in plots:
             parts.append(f"<h2>{title}</h2><img alt='{key}' src='data:image/png;base64,{plots[key]}'>")
-    parts.append(f"<h2>Worst {len(worst)} samples ({e(list(runs)[-1])}, by TEDS)</h2>")
+    parts.append(f"<h2>Worst {len(worst)} samples ({e(report['primary'])}, by TEDS)</h2>")
     by_key = {name: {s.key: s for s in run.samples} for name, run in runs.items()}
     for s in worst:
         img = images.get(s.key)
@@ -414,36 +558,68 @@ def _html(report: dict, summaries: dict[str, dict], plots: dict[str, str], worst
     return "\n".join(parts)
 
 
-def build_report(runs: dict[str, EvalRun], out_dir: str | Path, data_dir: str | Path | None = None,
-                 worst_n: int = 10, tolerance: float = 0.0) -> dict[str, Any]:
-    """Write ``report.json``, ``report.md`` and ``report.html`` into ``out_dir``; return the JSON content.
+def _page_name(name: str) -> str:
+    return "review_" + re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".html"
 
-    ``runs`` maps a display name to a run, base first, fine-tuned last.  Images of the worst samples are
-    read from ``data_dir`` (default: the last run's ``meta["data_dir"]``); a missing image is noted, not fatal.
+
+def build_report(runs: dict[str, EvalRun], out_dir: str | Path, data_dir: str | Path | None = None,
+                 worst_n: int = 10, tolerance: float = 0.0, *, failed: dict[str, str] | None = None,
+                 primary: str | None = None, baseline: str | None = None) -> dict[str, Any]:
+    """Write ``report.json``, ``report.md``, ``report.html`` and the review pages into ``out_dir``; return the
+    JSON content.
+
+    ``runs`` maps a display name to a run.  ``primary`` (default: the last run) is the run the worst samples
+    come from and the one compared against ``baseline`` (default: the first run, none with a single run);
+    ``failed`` maps models that could not be evaluated to the reason, shown in the comparison table.  Raises
+    ``ValueError`` for no run, an unknown ``primary`` / ``baseline`` or a failed name that is also a run,
+    :class:`IncomparableRuns` when the runs were not all scored the same way.  Images of the worst samples are
+    read from ``data_dir`` (default: the primary run's ``meta["data_dir"]``); a missing image is noted, not
+    fatal.
     """
     if not runs:
         raise ValueError("build_report needs at least one run")
+    failed = dict(failed or {})
+    names = list(runs)
+    primary = names[-1] if primary is None else primary
+    if baseline is None and len(names) > 1:
+        baseline = names[0] if names[0] != primary else names[-1]
+    for role, value in (("primary", primary), ("baseline", baseline)):
+        if value is not None and value not in runs:
+            raise ValueError(f"{role} run {value!r} is not among the runs ({', '.join(names)})")
+    if baseline == primary:
+        raise ValueError(f"baseline and primary are the same run {primary!r}")
+    if set(failed) & set(runs):
+        raise ValueError(f"runs {sorted(set(failed) & set(runs))} are both evaluated and failed")
+    for name in names[1:]:
+        check_comparable(runs[names[0]], runs[name])
     out_dir = Path(out_dir)
     summaries = {name: run.summary() for name, run in runs.items()}
+    review_pages = {name: str(out_dir / _page_name(name)) for name in names} if len(names) > 1 else {}
     report: dict[str, Any] = {
+        "primary": primary, "baseline": baseline, "failed": failed,
+        "comparison_table": comparison_table(summaries, failed),
         "runs": {name: {"meta": runs[name].meta, "summary": summaries[name], "targets": check_targets(summaries[name])}
                  for name in runs},
     }
-    names = list(runs)
-    if len(names) > 1:
-        report["comparison"] = compare(runs[names[0]], runs[names[-1]], tolerance)
-    worst = _worst(runs, worst_n)
+    if baseline is not None:
+        report["comparison"] = compare(runs[baseline], runs[primary], tolerance)
+    worst = _worst(runs[primary], worst_n)
     report["worst"] = [{"key": s.key, "image_path": s.image_path, "category": s.category, "source": s.source,
                         "teds": s.teds, "teds_timed_out": s.teds_timed_out, "teds_error": s.teds_error,
                         "cer": s.cer} for s in worst]
-    base = data_dir if data_dir is not None else runs[names[-1]].meta.get("data_dir")
+    base = data_dir if data_dir is not None else runs[primary].meta.get("data_dir")
     images = {s.key: _thumbnail(Path(base) / s.image_path) if base else None for s in worst}
     report["review_html"] = str(out_dir / "review.html")
+    report["review_pages"] = review_pages
     atomic_write_json(out_dir / "report.json", report)
     atomic_write_text(out_dir / "report.md", _markdown(report, summaries))
     atomic_write_text(out_dir / "report.html", _html(report, summaries, _plots(runs, summaries), worst, runs, images))
     from .review import build_review
 
-    build_review(runs, out_dir / "review.html",
-                 lambda image_path: _thumbnail(Path(base) / image_path) if base else None, safe_table_html)
+    image_of = lambda image_path: _thumbnail(Path(base) / image_path) if base else None  # noqa: E731
+    # the side-by-side page follows the primary run's samples (build_review keys on its last run)
+    ordered = {**{n: runs[n] for n in names if n != primary}, primary: runs[primary]}
+    build_review(ordered, out_dir / "review.html", image_of, safe_table_html)
+    for name, page in review_pages.items():
+        build_review({name: runs[name]}, page, image_of, safe_table_html)
     return report

@@ -1,4 +1,5 @@
-"""Fixtures for the evaluation tests: a fake OpenAI-compatible server and a small test set on disk."""
+"""Fixtures for the evaluation tests: a fake OpenAI-compatible server, a small test set on disk, the tiny
+GLM-OCR model (one per session) and its config."""
 
 from __future__ import annotations
 
@@ -144,3 +145,21 @@ def _rows_by_key(path: Path) -> dict[str, dict]:
 def read_predictions():
     """Function: rows of a predictions.jsonl by key."""
     return _rows_by_key
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny GLM-OCR model directory (random weights, tokenizer trained on a few labels), built once."""
+    pytest.importorskip("torch")
+    from ocr_ft.train.tiny import build_tiny_model
+
+    texts = [table_html(i, merged=i % 2 == 0) for i in range(6)] + [nested_html(7, 3)]
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", texts, seed=0)
+
+
+@pytest.fixture
+def tiny_config(tiny_model):
+    """The tiny preset's training config for ``tiny_model`` with a small pixel cap (fresh per test: mutable)."""
+    from ocr_ft.train.config import TINY_CONFIG_PATH, load_config
+
+    return load_config(TINY_CONFIG_PATH, base_model=str(tiny_model), max_pixels=28 * 28 * 64)

@@ -15,22 +15,6 @@ from ocr_ft.evaluate.predictors import LocalModelPredictor  # noqa: E402
 MAX_NEW = 6
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from ocr_ft.train.tiny import build_tiny_model
-    from ocr_ft_tests.factories import nested_html, table_html
-
-    texts = [table_html(i, merged=i % 2 == 0) for i in range(6)] + [nested_html(7, 3)]
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", texts, seed=0)
-
-
-@pytest.fixture(scope="module")
-def tiny_config(tiny_model):
-    from ocr_ft.train.config import TINY_CONFIG_PATH, load_config
-
-    return load_config(TINY_CONFIG_PATH, base_model=str(tiny_model), max_pixels=28 * 28 * 64)
-
-
 def test_predictions_in_order_with_bad_image_isolated(tiny_model, tiny_config, test_set, tmp_path):
     paths = [test_set["data_dir"] / r["image_path"] for r in test_set["rows"][:3]]
     broken = tmp_path / "broken.png"

@@ -67,8 +67,12 @@ def test_build_report_writes_self_contained_sanitised_files(samples, test_set, t
 
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "<script" not in page and "onerror" not in page and "evil.example" not in page
-    resources = re.findall(r"""(?:src|href)\s*=\s*["']?([^"' >]+)""", page, flags=re.IGNORECASE)
+    resources = re.findall(r"""src\s*=\s*["']?([^"' >]+)""", page, flags=re.IGNORECASE)
     assert resources and all(r.startswith("data:") for r in resources)
+    # the only links are to the review pages written beside the report
+    links = set(re.findall(r"""href\s*=\s*["']?([^"' >]+)""", page, flags=re.IGNORECASE))
+    assert links == {"review.html", "review_base.html", "review_finetuned.html"}
+    assert all((out / link).is_file() for link in links)
     assert not re.search(r"url\(|@import|<link|<iframe", page, flags=re.IGNORECASE)
     # 4 plots + one embedded page image per worst sample
     assert page.count("src='data:image/png;base64,") == 4 + 6
