@@ -95,27 +95,31 @@ def resolve_models(config: EvaluationConfig, paths: OcrFtPaths) -> tuple[list[_M
         raise dg.Failure(f"evaluation_report config: {exc}") from None
     ckpt_pointer = paths.sub("checkpoints", "latest.json")
     ckpt: dict | None = None
+    ckpt_error = f"{ckpt_pointer} is missing: materialize lora_checkpoint first"
     if ckpt_pointer.is_file():
-        ckpt = json.loads(ckpt_pointer.read_text(encoding="utf-8"))
-        ckpt["config"] = load_config(Path(ckpt["path"]) / "config.yaml")
+        try:
+            ckpt = json.loads(ckpt_pointer.read_text(encoding="utf-8"))
+            ckpt["config"] = load_config(Path(ckpt["path"]) / "config.yaml")
+        except Exception as exc:  # noqa: BLE001 - only fatal for an entry that needs the checkpoint
+            ckpt, ckpt_error = None, f"the latest lora_checkpoint ({ckpt_pointer}) cannot be read: {exc}"
 
     def latest(why: str) -> dict:
         if ckpt is None:
-            raise dg.Failure(f"{ckpt_pointer} is missing: materialize lora_checkpoint first ({why})")
+            raise dg.Failure(f"{ckpt_error} ({why})")
         return ckpt
 
     models = []
     for i, spec in enumerate(specs):
         where = f"models[{i}] ({spec.name!r})" if config.models else spec.name
-        run_dir = run_cfg = None
-        if spec.adapter == LATEST:
-            info = latest(f"{where} uses adapter 'latest'")
-            run_dir, run_cfg, adapter_id = Path(info["path"]), info["config"], info["data_version"]
-        elif spec.adapter is not None:
-            run_dir = Path(spec.adapter)
-            run_cfg = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
-            adapter_id = _adapter_identity(run_dir)
+        run_dir = run_cfg = adapter_id = None
         try:
+            if spec.adapter == LATEST:
+                info = latest("adapter 'latest'")
+                run_dir, run_cfg, adapter_id = Path(info["path"]), info["config"], info["data_version"]
+            elif spec.adapter is not None:
+                run_dir = Path(spec.adapter)
+                run_cfg = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+                adapter_id = _adapter_identity(run_dir)
             if spec.base_model is not None:
                 config_file, overrides, base_id = resolve_training_config(LoraTrainingConfig(base_model=spec.base_model),
                                                                           paths)
@@ -124,7 +128,7 @@ def resolve_models(config: EvaluationConfig, paths: OcrFtPaths) -> tuple[list[_M
                 config_file, overrides, base_id = None, {}, run_cfg.base_model
                 base = run_cfg.base_model
             else:
-                base = base_id = latest(f"{where} names no base_model and no training run")["config"].base_model
+                base = base_id = latest("no base_model and no training run named")["config"].base_model
                 config_file, overrides = None, {}
             if run_cfg is not None:
                 train_cfg = run_cfg if run_cfg.base_model == base else run_cfg.replace(base_model=base)
@@ -137,8 +141,7 @@ def resolve_models(config: EvaluationConfig, paths: OcrFtPaths) -> tuple[list[_M
         except Exception as exc:  # noqa: BLE001 - a config that does not build, named with its entry
             raise dg.Failure(f"evaluation_report config: {where}: {type(exc).__name__}: {exc}") from None
         models.append(_Model(spec.name, base, run_dir, train_cfg, spec.max_new_tokens or config.max_new_tokens,
-                             [spec.name, base_id, adapter_id if run_dir is not None else None,
-                              spec.max_new_tokens]))
+                             [spec.name, base_id, adapter_id, spec.max_new_tokens]))
     return models, primary, baseline
 
 

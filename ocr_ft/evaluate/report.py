@@ -241,7 +241,7 @@ def comparison_markdown(report: dict) -> str:
     return "\n".join(_comparison_md(report["comparison_table"])) + "\n"
 
 
-def _comparison_html(table: dict, review_pages: dict[str, str]) -> str:
+def _comparison_html(table: dict, review_pages: dict[str, str], roles: dict[str, str]) -> str:
     e = htmllib.escape
     parts = ["<table class='comparison'><tr><th>category</th><th>model</th>"
              + "".join(f"<th>{e(m.label)}</th>" for m in TABLE_METRICS) + "</tr>"]
@@ -253,6 +253,8 @@ def _comparison_html(table: dict, review_pages: dict[str, str]) -> str:
             page = review_pages.get(row["model"])
             label = (f"<a href='{e(Path(page).name)}'>{e(row['model'])}</a>" if page and row["status"] == "ok"
                      else e(row["model"]))
+            if row["model"] in roles:
+                label += f" <span class='role'>{e(roles[row['model']])}</span>"
             if row["status"] == "failed":
                 text = f"failed: {row['error']}" if group == table["groups"][0] else "failed (see overall)"
                 cells += [f"<td class='model'>{label}</td>",
@@ -486,7 +488,8 @@ border-top:2px solid #ccc;padding:10px 0}
 .none{color:#b00}h3{margin-bottom:4px}img{max-width:100%}td.diff{background:#fdd}
 table.comparison td{text-align:right;white-space:nowrap}table.comparison td.model,table.comparison td.fail{text-align:left}
 table.comparison td.fail{white-space:normal}table.comparison th.group{text-align:left;background:#f3f3f3}
-table.comparison td.best{font-weight:bold;background:#dfd}
+table.comparison td.best{font-weight:bold;background:#dfd}.role{font-size:10px;color:#555;border:1px solid #aaa;
+border-radius:3px;padding:0 3px}
 """
 
 
@@ -496,7 +499,8 @@ def _html(report: dict, summaries: dict[str, dict], plots: dict[str, str], worst
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Evaluation report</title>",
              f"<style>{_CSS}</style></head><body><h1>Evaluation report</h1>"]
     pages = report.get("review_pages") or {}
-    parts.append("<h2>Models compared</h2>" + _comparison_html(report["comparison_table"], pages)
+    roles = {n: r for r, n in (("baseline", report.get("baseline")), ("primary", report["primary"])) if n}
+    parts.append("<h2>Models compared</h2>" + _comparison_html(report["comparison_table"], pages, roles)
                  + f"<p>{e(_BEST_NOTE)}</p>")
     if report.get("failed"):
         parts.append("<ul>" + "".join(f"<li><span class='fail'>FAILED</span> {e(name)}: {e(reason)}</li>"

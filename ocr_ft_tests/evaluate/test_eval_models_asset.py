@@ -149,3 +149,12 @@ def test_a_failing_primary_fails_the_asset_but_keeps_the_report_of_the_others(ev
     (out,) = [p for p in (data / "eval").iterdir() if p.is_dir()]
     report = json.loads((out / "report.json").read_text())
     assert set(report["runs"]) == {"tiny-base"} and "ft-on-nothing" in report["failed"]
+
+
+def test_an_entry_needing_the_latest_checkpoint_without_one_is_named(eval_data):
+    (eval_data["data"] / "checkpoints" / "latest.json").unlink()
+    res = _materialize(eval_data["data"], {"models": [{"name": "b", "base_model": "tiny"},
+                                                      {"name": "ft", "adapter": "latest"}]})
+    message = _failure_message(res)
+    assert "evaluation_report config: models[1] ('ft'): " in message
+    assert "latest.json is missing: materialize lora_checkpoint first (adapter 'latest')" in message

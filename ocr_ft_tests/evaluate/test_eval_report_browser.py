@@ -102,3 +102,54 @@ def test_review_page_lists_every_sample_filters_and_marks_differences(tmp_path):
                             full_page=True)
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
+def test_comparison_table_of_three_models_fits_marks_the_best_and_links_each_review(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    samples = []
+    for i, cat in enumerate(["plain", "merged", "nested_2level", "nested_3level"]):
+        (data / "img" / f"{i}.png").write_bytes(make_png(i, width=1200, height=300))
+        samples.append(TestSample(f"k{i}", f"img/{i}.png", _wide_table(6, "자산총계"), cat, "synthetic", i + 1))
+    runs = {}
+    for name, text, latency in (("glm-ocr-base", "부채", 0.4), ("glm-ocr-ft", "자산총계", 0.5),
+                                ("paddleocr-vl-base", "자산", 0.2)):
+        preds = {s.key: {"html": _wide_table(6, text), "latency_s": latency} for s in samples}
+        runs[name] = score(samples, preds, name, workers=1)
+    failed = {"qwen-vl-ft": "BaseModelError: base model /models/Qwen2.5-VL-3B: no config.json"}
+    out = tmp_path / "report"
+    report = build_report(runs, out, data, worst_n=2, failed=failed, primary="glm-ocr-ft", baseline="glm-ocr-base")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto((out / "report.html").as_uri())
+            table = page.query_selector("table.comparison")
+            box = table.bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 1280, f"comparison table wider than the page: {box}"
+            # one row per model and group: overall + 4 categories, 3 models + the failed one
+            assert len(table.query_selector_all("tr[data-group]")) == 5 * 4
+            best = table.query_selector_all("td.best")
+            assert best and all(td.evaluate("e => getComputedStyle(e).fontWeight") == "700" for td in best)
+            ft_overall = table.query_selector("tr[data-group='overall'][data-model='glm-ocr-ft']")
+            assert "best" in (ft_overall.query_selector_all("td")[2].get_attribute("class") or "")  # its TEDS
+            failed_row = table.query_selector("tr[data-group='overall'][data-model='qwen-vl-ft']")
+            assert "no config.json" in failed_row.inner_text()
+            for block in page.query_selector_all(".sample"):  # 5 columns: image, truth, 3 models; none overlap
+                boxes = [c.bounding_box() for c in block.query_selector_all(":scope > div")]
+                assert len(boxes) == 5
+                for left, right in zip(boxes, boxes[1:]):
+                    assert left["x"] + left["width"] <= right["x"] + 0.5
+            page.screenshot(path=str(Path(os.environ.get("OCR_FT_SCREENSHOT_DIR", tmp_path)) / "comparison.png"),
+                            full_page=True)
+            page.click("a[href='review_paddleocr-vl-base.html']")
+            page.wait_for_load_state()
+            assert page.url.endswith("review_paddleocr-vl-base.html")
+            assert len(page.query_selector_all("section.item")) == 4
+            assert len(page.query_selector_all("section.item")[0].query_selector_all(".sample > div")) == 3
+        finally:
+            browser.close()
+    assert set(report["review_pages"]) == set(runs)
