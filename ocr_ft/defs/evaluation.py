@@ -121,8 +121,8 @@ def resolve_models(config: EvaluationConfig, paths: OcrFtPaths) -> tuple[list[_M
                 run_cfg = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
                 adapter_id = _adapter_identity(run_dir)
             if spec.base_model is not None:
-                config_file, overrides, base_id = resolve_training_config(LoraTrainingConfig(base_model=spec.base_model),
-                                                                          paths)
+                training = LoraTrainingConfig(base_model=spec.base_model)
+                config_file, overrides, base_id = resolve_training_config(training, paths)
                 base = overrides["base_model"]
             elif run_cfg is not None:
                 config_file, overrides, base_id = None, {}, run_cfg.base_model
@@ -162,7 +162,8 @@ def _comparison_table_metadata(report: dict) -> dg.TableMetadataValue:
     table = report["comparison_table"]
     columns = [dg.TableColumn("category", "string"), dg.TableColumn("model", "string"),
                dg.TableColumn("status", "string")]
-    columns += [dg.TableColumn(m.key, "int" if m.key in ("n", "truncated", "failed") else "float") for m in TABLE_METRICS]
+    columns += [dg.TableColumn(m.key, "int" if m.key in ("n", "truncated", "failed") else "float")
+                for m in TABLE_METRICS]
     records = []
     for row in table["rows"]:
         best = table["best"].get(row["group"], {})

@@ -203,7 +203,8 @@ def comparison_table(summaries: dict[str, dict], failed: dict[str, str] | None =
             block = summ["overall"] if group == "overall" else summ["by_category"].get(group) or {"n": 0}
             values[name] = {m.key: m.value(block) for m in TABLE_METRICS}
             rows.append({"group": group, "model": name, "status": "ok", **values[name]})
-        rows += [{"group": group, "model": name, "status": "failed", "error": reason} for name, reason in failed.items()]
+        rows += [{"group": group, "model": name, "status": "failed", "error": reason}
+                 for name, reason in failed.items()]
         best[group] = {}
         for m in TABLE_METRICS:
             if m.better is None:

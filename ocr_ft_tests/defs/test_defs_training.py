@@ -55,6 +55,9 @@ def test_tiny_model_lora_and_report_through_the_graph(tmp_path):
     assert report["pages_per_s"].value > 0 and report["teds_unscored"].value == 0
     data = json.loads((html.parent / "report.json").read_text())
     assert set(data["runs"]) == {"base", "finetuned"}
+    # without a models list: the fine-tune judged against its base, both in the comparison table
+    assert (data["primary"], data["baseline"], data["failed"]) == ("finetuned", "base", {})
+    assert "| overall | finetuned |" in report["comparison_table"].value and checks["evaluation_models_evaluated"].passed
     assert data["runs"]["finetuned"]["summary"]["overall"]["n"] == 2
     assert checks["evaluation_no_regression"].passed == (not data["comparison"]["regression"])
 
