@@ -506,7 +506,6 @@ def training_arguments(config: TrainConfig, out: Path, total_steps: int, warmup_
         remove_unused_columns=False,
         label_names=["labels"],
         ddp_find_unused_parameters=False,  # every LoRA weight is used in every forward
-        ddp_backend=("nccl" if device.type == "cuda" else "gloo") if world_size > 1 else None,
         use_cpu=device.type == "cpu",
         disable_tqdm=True,
         **strategy_options(config, world_size, model),

@@ -105,10 +105,13 @@ def test_killed_two_process_run_resumes_at_the_right_step(setup, two_processes):
     proc = torchrun(setup, out, kill_rank0_at_step=5)
     assert proc.returncode != 0  # rank 0 died by SIGKILL; torchrun stopped rank 1 and failed
     assert (out / "checkpoints").is_dir(), proc.stderr[-3000:]
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
     assert not (out / "summary.json").exists()
-    state = json.loads((out / "checkpoints" / "step-00000004" / "trainer_state.json").read_text())
-    assert state["step"] == 4 and state["world_size"] == 2
+    mark = json.loads((out / "checkpoints" / "checkpoint-4" / "ocr_ft_checkpoint.json").read_text())
+    assert mark["step"] == 4 and mark["world_size"] == 2
+    # the Trainer saved the RNG state of each process, so both continue with their own
+    assert {p.name for p in (out / "checkpoints" / "checkpoint-4").glob("rng_state_*.pth")} == {
+        "rng_state_0.pth", "rng_state_1.pth"}
 
     proc = torchrun(setup, out)
     assert proc.returncode == 0, proc.stderr[-3000:]
