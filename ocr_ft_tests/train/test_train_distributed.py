@@ -127,6 +127,23 @@ def test_killed_two_process_run_resumes_at_the_right_step(setup, two_processes):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_fsdp_two_processes_follow_the_one_process_loss_curve(setup, one_process):
+    """distributed: fsdp (FSDP2, layers wrapped per decoder / vision block) runs on CPU with gloo and trains
+    like DDP and like one process."""
+    out = setup["root"] / "fsdp"
+    proc = torchrun(setup, out, overrides={"distributed": "fsdp"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["distributed"] == "fsdp"
+    one, two = read_rows(one_process.loss_log_path), read_rows(out / "loss_log.jsonl")
+    assert [r["step"] for r in two] == [r["step"] for r in one]
+    assert [r["loss"] for r in two[1:]] == pytest.approx([r["loss"] for r in one[1:]], rel=LOSS_RTOL)
+    # the final adapter is gathered from the shards into the ordinary PEFT layout
+    a = load_file(str(one_process.adapter_dir / "adapter_model.safetensors"))
+    b = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)
+
+
 def test_nproc_must_divide_gradient_accumulation(tiny_config):
     with pytest.raises(ConfigError, match="multiple of nproc=3"):
         tiny_config.replace(nproc=3)
