@@ -653,6 +653,7 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
     seq_tokens = [c.total for c in budget.counts]
     eval_records = val_budget.kept[: config.max_eval_samples]
     start_step = int(_read_json(resume_from / CHECKPOINT_MARK)["step"]) if resume_from is not None else 0
+    resumed = start_step if resume_from is not None else None
 
     set_seed(config.seed)  # the LoRA initialisation
     model = _build_model(config, dtype, device)
@@ -664,7 +665,7 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
                               model=model)
     run_cb = _RunCallback(out, on_log, world.is_main, {
         "event": "start", "train_samples": n, "val_samples": len(eval_records), "left_out": len(budget.left_out),
-        "device": str(device), "dtype": str(dtype).replace("torch.", ""), "resumed_from_step": start_step if resume_from is not None else None,
+        "device": str(device), "dtype": str(dtype).replace("torch.", ""), "resumed_from_step": resumed,
         "processes": world.size}, spe, [sum(len(b) for b in lists) for lists in step_lists], bool(eval_records))
     callbacks: list[TrainerCallback] = [run_cb]
     board = "tensorboard" in report_targets(config.report_to) and world.is_main
@@ -727,7 +728,7 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
         "final_train_loss": train_losses[-1] if train_losses else None,
         "initial_eval_loss": eval_losses[0][1] if eval_losses and eval_losses[0][0] == 0 else None,
         "final_eval_loss": eval_losses[-1][1] if eval_losses else None,
-        "resumed_from_step": start_step if resume_from is not None else None,
+        "resumed_from_step": resumed,
         "session_steps": total - start_step,
         "train_runtime_s": round(train_time, 3),
         "steps_per_second": (total - start_step) / train_time if train_time else None,
