@@ -29,7 +29,7 @@ PIXELS_PER_TOKEN = (PATCH_SIZE * MERGE_SIZE) ** 2  # 784
 # fingerprint, so changing them does not stop a run from resuming.
 OPERATIONAL_KEYS = frozenset(
     {"save_steps", "save_total_limit", "logging_steps", "eval_steps", "max_eval_samples", "eval_at_start",
-     "dataloader_workers", "local_files_only", "resume", "report_to", "nproc"}
+     "dataloader_workers", "local_files_only", "resume", "report_to", "nproc", "distributed"}
 )
 
 
@@ -74,9 +74,11 @@ class TrainConfig:
     local_files_only: bool | None = None  # None: follow HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE
     resume: bool = True  # resume from the newest checkpoint in the output directory
     group_by_length: bool = False  # micro-batches of similar total token count (less padding), order still seeded
-    report_to: str = "tensorboard"  # tensorboard (event files under <run>/tensorboard) | none
+    report_to: str = "tensorboard"  # tensorboard (event files under <run>/tensorboard) | mlflow | wandb | none; or a
+    # comma list such as "tensorboard,mlflow"
     quantization: str = "none"  # none | 4bit: QLoRA, frozen base in bitsandbytes NF4 (CUDA GPU only)
     nproc: int = 1  # processes (one per GPU; gloo CPU processes without one) launched with torchrun when > 1
+    distributed: str = "ddp"  # ddp | fsdp | deepspeed_zero2 | deepspeed_zero3: how several processes share the work
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -109,15 +111,16 @@ _CHOICES = {
     "lr_scheduler": ("cosine", "linear", "constant"),
     "precision": ("auto", "bf16", "fp32"),
     "image_backend": ("pil", "torchvision", "auto"),
-    "report_to": ("tensorboard", "none"),
     "quantization": ("none", "4bit"),
     "lora_targets": ("all_linear", "attention", "mlp"),
+    "distributed": ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"),
 }
+REPORT_TO = ("tensorboard", "mlflow", "wandb", "none")
 _FLOAT_KEYS = {"lora_dropout", "learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm"}
 _BOOL_KEYS = {"vision_lora", "gradient_checkpointing", "eval_at_start", "resume", "group_by_length"}
 _OPTIONAL_BOOL_KEYS = {"local_files_only"}
 _STR_KEYS = {"base_model", "prompt", "lr_scheduler", "precision", "image_backend", "report_to", "quantization",
-            "lora_targets"}
+            "lora_targets", "distributed"}
 _OPTIONAL_INT_KEYS = {"max_steps", "eval_steps"}
 
 
@@ -161,6 +164,10 @@ def _validate(cfg: TrainConfig) -> None:
 
     for key, choices in _CHOICES.items():
         check(getattr(cfg, key) in choices, key, f"must be one of {', '.join(choices)}")
+    bad = [r for r in report_targets(cfg.report_to) if r not in REPORT_TO]
+    if bad or (len(report_targets(cfg.report_to)) > 1 and "none" in report_targets(cfg.report_to)):
+        raise ConfigError(f"report_to must be one of {', '.join(REPORT_TO)} (or a comma list of the first three), "
+                          f"got {cfg.report_to!r}")
     for key in ("lora_rank", "lora_alpha", "num_epochs", "per_device_batch_size", "gradient_accumulation_steps",
                 "max_seq_len", "save_steps", "save_total_limit", "logging_steps", "nproc"):
         check(getattr(cfg, key) >= 1, key, "must be >= 1")
@@ -181,6 +188,12 @@ def _validate(cfg: TrainConfig) -> None:
           f"micro-batches, so the effective batch is the same for any nproc)")
     check(cfg.max_image_tokens < cfg.max_seq_len, "max_pixels",
           f"allows {cfg.max_image_tokens} image tokens, which leaves no room in max_seq_len={cfg.max_seq_len}")
+
+
+def report_targets(report_to: str) -> list[str]:
+    """``"tensorboard, mlflow"`` -> ``["tensorboard", "mlflow"]``; ``"none"`` -> ``[]``."""
+    names = [r.strip() for r in report_to.split(",") if r.strip()]
+    return [] if names == ["none"] else names
 
 
 def _build(values: Mapping[str, Any], source: str) -> TrainConfig:

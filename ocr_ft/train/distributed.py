@@ -5,12 +5,10 @@ start ``python -m torch.distributed.run --standalone --nproc-per-node N -m <entr
 ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` and joins one process group (nccl on CUDA, gloo on CPU). Multi-node
 runs use torchrun's own rendezvous (see the README), not a launcher of ours.
 
-How the work is split: every process computes the same global schedule (micro-batches of each optimizer
-step, from seed and epoch). Rank ``r`` of ``N`` takes micro-batches ``r, r+N, ...`` of each step, so each
-process accumulates ``gradient_accumulation_steps / N`` micro-batches and the effective batch stays
-``per_device_batch_size * gradient_accumulation_steps`` for any N. Gradients are summed over processes (each
-already divided by the step's global answer-token count), so the update equals the one-process update up to
-float summation order. Rank 0 alone writes files and reports progress.
+The training itself is ``transformers.Trainer`` (accelerate underneath: DDP, FSDP or DeepSpeed by the config key
+``distributed``); this module only knows the world, joins the process group early (the trainer checks the run
+folder on every rank before the Trainer exists), and builds the torchrun command. How the work is split is in
+:mod:`ocr_ft.train.trainer` (each process takes micro-batches ``rank, rank + N, ...`` of every optimizer step).
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
@@ -72,45 +70,6 @@ def barrier(world: World) -> None:
         import torch.distributed as dist
 
         dist.barrier()
-
-
-def all_reduce_sum(world: World, values: Sequence[float], device: torch.device) -> list[float]:
-    if not world.distributed:
-        return list(values)
-    import torch.distributed as dist
-
-    t = torch.tensor(list(values), dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def all_reduce_grads(world: World, params: Sequence[torch.Tensor]) -> None:
-    """Sum the gradients of ``params`` over all processes (one flat buffer, one collective)."""
-    if not world.distributed:
-        return
-    import torch.distributed as dist
-
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    dist.all_reduce(flat)
-    offset = 0
-    for p in params:
-        n = p.grad.numel()
-        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
-        offset += n
-
-
-def gather_objects(world: World, obj: Any) -> list[Any]:
-    """``obj`` of every rank, in rank order (on every rank)."""
-    if not world.distributed:
-        return [obj]
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * world.size
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def torchrun_command(nproc: int, module: str, args: Sequence[str] = (), python: str | None = None) -> list[str]:

@@ -1,38 +1,51 @@
-"""The LoRA training loop: transformers + peft, resumable, with answer-only loss.
+"""LoRA training on ``transformers.Trainer`` (accelerate underneath), resumable, with answer-only loss.
 
 Output directory layout::
 
-    config.yaml          resolved TrainConfig of the run
-    loss_log.jsonl       one row per logged step: step, epoch, loss, lr, grad_norm (+ eval_loss at eval steps)
-    checkpoints/step-N/  adapter + optimizer/scheduler/RNG state + trainer_state.json (written atomically)
-    adapter/             final PEFT adapter (adapter_config.json + adapter_model.safetensors)
-    summary.json         losses, steps, throughput, padding fraction, peak memory, samples left out by the budget
-    tensorboard/         TensorBoard event files (train/loss, train/learning_rate, train/grad_norm, eval/loss)
-                         unless report_to: none
+    config.yaml               resolved TrainConfig of the run
+    loss_log.jsonl            one row per logged step: step, epoch, loss, lr, grad_norm (+ eval_loss at eval steps)
+    checkpoints/checkpoint-N/ the Trainer's checkpoint (adapter, optimizer, scheduler, RNG of every process,
+                              trainer_state.json) + ocr_ft_checkpoint.json, written last: a folder without it is
+                              half-written (the process was killed) and never resumed from
+    adapter/                  final PEFT adapter (adapter_config.json + adapter_model.safetensors + serving files)
+    summary.json              losses, steps, throughput, padding fraction, peak memory, samples left out by the budget
+    tensorboard/              TensorBoard event files (train/loss, train/learning_rate, train/grad_norm, eval/loss)
+                              when report_to lists tensorboard (the default); mlflow / wandb by their own settings
 
-Loss: summed cross-entropy over answer tokens (label HTML + EOS) of all micro-batches of an optimizer step,
-divided by their token count, so gradient accumulation gives the same gradient as one large batch. The data
-order is a function of (seed, epoch), so a re-run on the same directory resumes from the newest checkpoint
-at the exact micro-batch where it stopped.
+Loss (:func:`answer_loss_sum`, the one loss of training and evaluation): summed cross-entropy over the answer
+tokens (label HTML + EOS), the LM head run only on the positions that predict them. ``compute_loss`` divides it by
+the answer-token count of the whole optimizer step, which the Trainer counts (``num_items_in_batch``: labels
+shifted by one, summed over the step's micro-batches and over all processes), and multiplies by the number of
+processes because DDP / FSDP / DeepSpeed average gradients over them. So the gradient of a step equals the one
+of a single process summing every answer token of the step, for any gradient accumulation and any N.
+
+Data order: a function of (seed, epoch) (:func:`epoch_micro_batches`, optionally length-grouped), cut into
+optimizer steps of ``gradient_accumulation_steps`` micro-batches; with N processes rank r takes micro-batches
+r, r+N, ... of every step and accumulates ``gradient_accumulation_steps / N`` of them. A re-run on the same
+directory resumes from the newest complete checkpoint: the Trainer restores optimizer, scheduler and RNG and
+skips the batches already trained, so the resumed run continues exactly where the killed one stopped.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import resource
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from ocr_ft.storage import atomic_dir, atomic_write_json, atomic_write_jsonl, sha256_json
-from ocr_ft.train.budget import BudgetReport, check_budget, field_of, image_file, schedule_numbers
+from ocr_ft.storage import atomic_write_json, atomic_write_jsonl, sha256_json
 from ocr_ft.train import distributed as dist_
-from ocr_ft.train.config import TrainConfig, load_config
+from ocr_ft.train.budget import BudgetReport, check_budget, field_of, image_file, schedule_numbers
+from ocr_ft.train.config import TrainConfig, load_config, report_targets
 from ocr_ft.train.inputs import IGNORE_INDEX, ProcessorBundle, TrainingCollator, load_image
 from ocr_ft.train.modeling import (
     apply_lora,
@@ -41,39 +54,17 @@ from ocr_ft.train.modeling import (
     lora_module_names,
     resolve_device,
     resolve_dtype,
+    save_serving_files,
     unwrap_model,
 )
 
 LogFn = Callable[[dict[str, Any]], None]
 CHECKPOINTS = "checkpoints"
+CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's folder names
+CHECKPOINT_MARK = "ocr_ft_checkpoint.json"  # written last: the checkpoint is complete
 TENSORBOARD = "tensorboard"
-_BOARD_TAGS = {"loss": "train/loss", "lr": "train/learning_rate", "grad_norm": "train/grad_norm",
-               "eval_loss": "eval/loss"}
-
-
-class _TensorBoard:
-    """TensorBoard event files of the run (``tensorboard --logdir <run>/tensorboard``).
-
-    A resumed run purges events after its checkpoint's step, so the curve is written once, not twice.
-    """
-
-    def __init__(self, log_dir: Path, start_step: int):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise RuntimeError("report_to: tensorboard needs the tensorboard package (pip install tensorboard), "
-                               "or set report_to: none") from exc
-        # rows up to the checkpoint's step are kept; later ones (written by the killed process) are dropped
-        self.writer = SummaryWriter(str(log_dir), purge_step=start_step + 1 if start_step else None)
-
-    def write(self, row: dict[str, Any]) -> None:
-        for key, tag in _BOARD_TAGS.items():
-            if row.get(key) is not None:
-                self.writer.add_scalar(tag, float(row[key]), int(row["step"]))
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
+DISTRIBUTED_CONFIGS = Path(__file__).with_name("distributed_configs")
+_SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
 
 @dataclass
@@ -123,14 +114,12 @@ def length_grouped_order(order: list[int], lengths: Sequence[int], chunk: int) -
             for i in sorted(order[k:k + chunk], key=lambda i: -lengths[i])]
 
 
-def step_micro_batches(n: int, config: TrainConfig, step: int,
-                       lengths: Sequence[int] | None = None) -> list[list[int]]:
-    """Sample indices of each micro-batch of optimizer step ``step`` (0-based, global).
+def epoch_micro_batches(n: int, config: TrainConfig, epoch: int,
+                        lengths: Sequence[int] | None = None) -> list[list[int]]:
+    """Sample indices of every micro-batch of ``epoch``, in training order (all processes together).
 
     ``lengths`` (total tokens per sample) is required when ``config.group_by_length`` is on.
     """
-    nums = schedule_numbers(n, config)
-    epoch, j = divmod(step, nums["steps_per_epoch"])
     order = epoch_order(n, config.seed, epoch)
     bs, ga = config.per_device_batch_size, config.gradient_accumulation_steps
     if config.group_by_length:
@@ -140,7 +129,15 @@ def step_micro_batches(n: int, config: TrainConfig, step: int,
     batches = [order[i:i + bs] for i in range(0, n, bs)]
     if config.group_by_length:  # the batches themselves in a seeded per-epoch order, not longest first
         batches = [batches[k] for k in epoch_order(len(batches), config.seed + 1, epoch)]
-    return batches[j * ga:(j + 1) * ga]
+    return batches
+
+
+def step_micro_batches(n: int, config: TrainConfig, step: int,
+                       lengths: Sequence[int] | None = None) -> list[list[int]]:
+    """Sample indices of each micro-batch of optimizer step ``step`` (0-based, global)."""
+    epoch, j = divmod(step, schedule_numbers(n, config)["steps_per_epoch"])
+    ga = config.gradient_accumulation_steps
+    return epoch_micro_batches(n, config, epoch, lengths)[j * ga:(j + 1) * ga]
 
 
 def padding_fraction(batch_lists: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:
@@ -150,7 +147,53 @@ def padding_fraction(batch_lists: Sequence[Sequence[int]], lengths: Sequence[int
     return 1.0 - real / grid if grid else 0.0
 
 
+def _padding_batch(batch: Sequence[int]) -> list[int]:
+    """A stand-in micro-batch (its samples encoded as ``-1 - i``) that trains nothing: every label is masked."""
+    return [-1 - i for i in batch]
+
+
+class StepBatchSampler:
+    """This process's micro-batches of every optimizer step of the epoch set by :meth:`set_epoch`.
+
+    Rank r of N yields micro-batches r, r+N, ... of each step. When a step has fewer micro-batches than a
+    multiple of N (the last step of an epoch), the short ranks yield padding batches (labels all masked, zero
+    loss, zero gradient) so that every process runs the same number of forward / backward passes: DDP, FSDP and
+    DeepSpeed all synchronise on them.
+    """
+
+    def __init__(self, n: int, config: TrainConfig, lengths: Sequence[int] | None, rank: int = 0, world_size: int = 1):
+        self.n, self.config, self.lengths = n, config, lengths
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def steps(self, epoch: int) -> list[list[list[int]]]:
+        """The micro-batches of each optimizer step of ``epoch`` (all processes)."""
+        batches = epoch_micro_batches(self.n, self.config, epoch, self.lengths)
+        ga = self.config.gradient_accumulation_steps
+        return [batches[k:k + ga] for k in range(0, len(batches), ga)]
+
+    def _share(self, lists: list[list[int]]) -> list[list[int]]:
+        mine = lists[self.rank::self.world_size]
+        want = math.ceil(len(lists) / self.world_size)
+        return mine + [_padding_batch(lists[0])] * (want - len(mine))
+
+    def __iter__(self):
+        for lists in self.steps(self.epoch):
+            yield from self._share(lists)
+
+    def __len__(self) -> int:
+        micro = math.ceil(self.n / self.config.per_device_batch_size)
+        ga = self.config.gradient_accumulation_steps
+        full, last = divmod(micro, ga)
+        return full * (ga // self.world_size) + math.ceil(last / self.world_size)
+
+
 class _PairDataset(torch.utils.data.Dataset):
+    """(image, label, trains) of sample i; ``-1 - i`` is sample i as a padding sample (trains False)."""
+
     def __init__(self, records: Sequence[Any], data_dir: Path):
         self.records, self.data_dir = records, data_dir
 
@@ -158,130 +201,214 @@ class _PairDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int):
-        r = self.records[i]
-        return load_image(image_file(r, self.data_dir)), field_of(r, "ground_truth_html")
+        trains = i >= 0
+        r = self.records[i if trains else -1 - i]
+        return load_image(image_file(r, self.data_dir)), field_of(r, "ground_truth_html"), trains
 
 
-def _batches(dataset, batch_lists: list[list[int]], bundle: ProcessorBundle, workers: int) -> Iterator[dict]:
-    if not batch_lists:
-        return iter(())
-    # A private generator: creating the loader must not draw from the global RNG (LoRA dropout uses it), so a
-    # resumed run continues with exactly the RNG state of the uninterrupted one.
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batch_lists, collate_fn=TrainingCollator(bundle),
-                                         num_workers=workers, generator=torch.Generator().manual_seed(0))
-    return iter(loader)
+class _Collator:
+    """The family's :class:`TrainingCollator`, with every label masked in a padding batch."""
+
+    def __init__(self, bundle: ProcessorBundle):
+        self.inner = TrainingCollator(bundle)
+
+    def __call__(self, items):
+        batch = self.inner([(image, label) for image, label, _ in items])
+        if not any(trains for *_, trains in items):
+            batch["labels"] = torch.full_like(batch["labels"], IGNORE_INDEX)
+        return batch
 
 
 # --------------------------------------------------------------------------- loss
 
 
+def _inner_module(model: Any) -> Any:
+    """The PEFT / transformers model inside a DDP or DeepSpeed wrapper."""
+    while isinstance(getattr(model, "module", None), torch.nn.Module):
+        model = model.module
+    return model
+
+
 def answer_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """(summed cross-entropy over answer tokens, number of answer tokens) for one padded batch.
 
-    The LM head runs only on positions that predict an answer token, which skips the image and prompt.
+    The forward goes through ``model`` as given (DDP / FSDP / DeepSpeed wrappers see it); a pre-hook on the
+    LM head hands it only the positions that predict an answer token, which skips the image and prompt.
     """
-    base = unwrap_model(model)
-    # every key the collator made except the labels is a model input (each family's collator makes its own)
-    out = base.model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False)
     targets = batch["labels"][:, 1:]
     mask = targets != IGNORE_INDEX
-    logits = base.lm_head(out.last_hidden_state[:, :-1][mask]).float()
-    return F.cross_entropy(logits, targets[mask], reduction="sum"), int(mask.sum())
+    head = unwrap_model(_inner_module(model)).get_output_embeddings()
+
+    def answers_only(_module, args):
+        return (args[0][:, :-1][mask], *args[1:])
+
+    handle = head.register_forward_pre_hook(answers_only)
+    try:
+        # every key the collator made except the labels is a model input (each family's collator makes its own)
+        out = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False)
+    finally:
+        handle.remove()
+    return F.cross_entropy(out.logits.float(), targets[mask], reduction="sum"), int(mask.sum())
 
 
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+class AnswerLossTrainer(Trainer):
+    """``Trainer`` with our data order (:class:`StepBatchSampler`), the answer-token loss normalised by the
+    step's answer tokens, a token-weighted eval loss and checkpoints marked complete when written."""
+
+    loss_is_scaled_for_ga = True  # compute_loss already divides by the whole step's answer tokens
+
+    def __init__(self, *args, batch_sampler: StepBatchSampler, eval_batches: list[list[int]],
+                 checkpoint_mark: dict[str, Any], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_sampler, self.eval_batches, self.checkpoint_mark = batch_sampler, eval_batches, checkpoint_mark
+        # compute_loss takes num_items_in_batch: the Trainer counts labels[..., 1:] != -100 over the step's
+        # micro-batches and sums the count over processes (average_tokens_across_devices)
+        self.model_accepts_loss_kwargs = True
+        self._loss_shifts_labels = True
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        total, count = answer_loss_sum(model, inputs)
+        if num_items_in_batch is None:
+            loss = total / max(count, 1)
+        else:
+            tokens = torch.as_tensor(num_items_in_batch, device=total.device, dtype=total.dtype).clamp(min=1)
+            # the wrappers average gradients over processes; each process holds its share of the step's sum
+            loss = total / tokens * self.accelerator.num_processes
+        return (loss, None) if return_outputs else loss
+
+    def get_train_dataloader(self):
+        loader = torch.utils.data.DataLoader(
+            self.train_dataset, batch_sampler=self.batch_sampler, collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+            # a private generator: iterating the loader must not draw from the global RNG (LoRA dropout uses it)
+            generator=torch.Generator().manual_seed(self.args.seed))
+        loader = self.accelerator.prepare(loader)
+        # our sampler already gives each process its share: accelerate's shard wrapper must pass it through
+        shard = getattr(loader, "batch_sampler", None)
+        if shard is not None and getattr(shard, "batch_sampler", None) is self.batch_sampler:
+            shard.num_processes, shard.process_index = 1, 0
+        return loader
+
+    def _run_epoch(self, *args, **kwargs):
+        # set here rather than through accelerate's set_epoch forwarding, which a resumed (skipping) loader loses
+        self.batch_sampler.set_epoch(kwargs["epoch"])
+        return super()._run_epoch(*args, **kwargs)
+
+    @torch.no_grad()
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Mean answer-token cross-entropy over the eval samples (each process takes every N-th batch)."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        sums = torch.zeros(2, dtype=torch.float64, device=self.args.device)
+        loader = torch.utils.data.DataLoader(self.eval_dataset, batch_sampler=self.eval_batches,
+                                             collate_fn=self.data_collator,
+                                             num_workers=self.args.dataloader_num_workers,
+                                             generator=torch.Generator().manual_seed(0))
+        for batch in loader:
+            total, count = answer_loss_sum(model, self._prepare_inputs(batch))
+            sums += torch.tensor([float(total), count], dtype=torch.float64, device=sums.device)
+        sums = self.accelerator.reduce(sums, reduction="sum")
+        model.train(was_training)
+        metrics = {f"{metric_key_prefix}_loss": float(sums[0] / sums[1].clamp(min=1))}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+        return metrics
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()  # every process has written its RNG state
+        if self.args.should_save:
+            folder = Path(self.args.output_dir) / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+            atomic_write_json(folder / CHECKPOINT_MARK, {**self.checkpoint_mark, "step": self.state.global_step,
+                                                         "world_size": self.accelerator.num_processes})
+        self.accelerator.wait_for_everyone()
 
 
-@torch.no_grad()
-def eval_loss(model: Any, bundle: ProcessorBundle, records: Sequence[Any], data_dir: Path, batch_size: int,
-              device: torch.device, workers: int = 0, world: dist_.World | None = None) -> float | None:
-    """Mean answer-token cross-entropy of ``model`` on ``records`` (None when there are none).
-
-    With several processes each takes every N-th batch and the sums are added up over processes.
-    """
-    if not records:
-        return None
-    world = world or dist_.World()
-    was_training = model.training
-    model.eval()
-    total, tokens = 0.0, 0
-    lists = [list(range(i, min(i + batch_size, len(records)))) for i in range(0, len(records), batch_size)]
-    for batch in _batches(_PairDataset(records, data_dir), lists[world.rank::world.size], bundle, workers):
-        s, n = answer_loss_sum(model, _to(batch, device))
-        total, tokens = total + float(s), tokens + n
-    total, tokens = dist_.all_reduce_sum(world, [total, tokens], device)
-    model.train(was_training)
-    return total / max(tokens, 1)
+def _eval_batches(n: int, batch_size: int, world: dist_.World) -> list[list[int]]:
+    """This process's eval batches: every N-th, padded so that all processes run the same number."""
+    lists = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+    mine = lists[world.rank::world.size]
+    want = math.ceil(len(lists) / world.size)
+    return mine + [_padding_batch(lists[0])] * (want - len(mine)) if lists else []
 
 
-# --------------------------------------------------------------------------- checkpoints
+# --------------------------------------------------------------------------- progress, logs, checkpoints
+
+
+def loss_rows(log_history: Sequence[dict[str, Any]], steps_per_epoch: int) -> list[dict[str, Any]]:
+    """The Trainer's log history as loss_log.jsonl rows: one per logged step, eval loss merged into its step."""
+    rows: dict[int, dict[str, Any]] = {}
+    for entry in log_history:
+        step = int(entry.get("step", 0))
+        if "loss" in entry:
+            rows.setdefault(step, {"step": step}).update(
+                epoch=round(step / steps_per_epoch, 4), loss=entry["loss"], lr=entry.get("learning_rate"),
+                grad_norm=entry.get("grad_norm"))
+        if "eval_loss" in entry:
+            rows.setdefault(step, {"step": step})["eval_loss"] = entry["eval_loss"]
+    return [rows[s] for s in sorted(rows)]
+
+
+def _emit(on_log: LogFn | None, row: dict[str, Any]) -> None:
+    if on_log is not None:
+        on_log(dict(row))
+
+
+class _RunCallback(TrainerCallback):
+    """loss_log.jsonl and the ``on_log`` progress events (rank 0), step timing, and the run's flow: log and
+    evaluate at the last step, no Trainer checkpoint after it (the adapter is the final output)."""
+
+    def __init__(self, out: Path, on_log: LogFn | None, is_main: bool, start: dict[str, Any], steps_per_epoch: int,
+                 step_samples: Sequence[int], has_eval: bool):
+        self.out, self.progress, self.is_main, self.start = out, on_log, is_main, start
+        self.steps_per_epoch, self.step_samples, self.has_eval = steps_per_epoch, step_samples, has_eval
+        self.train_time, self.samples_done, self._t0 = 0.0, 0, 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        _emit(self.progress, {**self.start, "step": state.global_step, "total_steps": state.max_steps})
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if args.device.type == "cuda":
+            torch.cuda.synchronize(args.device)
+        self.train_time += time.perf_counter() - self._t0
+        self.samples_done += self.step_samples[state.global_step - 1]
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+            control.should_evaluate = self.has_eval
+            control.should_save = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if self.is_main:
+            atomic_write_jsonl(self.out / "loss_log.jsonl", loss_rows(state.log_history, self.steps_per_epoch))
+        total = state.max_steps
+        if "loss" in logs:
+            row = loss_rows([{**logs, "step": state.global_step}], self.steps_per_epoch)[0]
+            _emit(self.progress, {"event": "train", "total_steps": total, **row,
+                                "samples_per_second": self.samples_done / self.train_time if self.train_time else 0.0})
+        if "eval_loss" in logs:
+            _emit(self.progress, {"event": "eval", "step": state.global_step, "total_steps": total,
+                                "eval_loss": logs["eval_loss"]})
+
+    def on_save(self, args, state, control, **kwargs):
+        path = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"
+        _emit(self.progress, {"event": "checkpoint", "step": state.global_step, "total_steps": state.max_steps,
+                            "path": str(path)})
 
 
 def _checkpoint_dirs(out: Path) -> list[Path]:
+    """Complete checkpoints (marked), oldest first."""
     root = out / CHECKPOINTS
-    found = [p for p in root.glob("step-*") if (p / "trainer_state.json").is_file()] if root.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def _rng_state() -> dict[str, Any]:
-    rng = {"cpu": torch.random.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return rng
-
-
-def _save_checkpoint(out: Path, model, optimizer, scheduler, state: dict[str, Any], keep: int,
-                     world: dist_.World | None = None) -> Path:
-    """Every rank calls it (the RNG states of all ranks are gathered); rank 0 alone writes."""
-    world = world or dist_.World()
-    target = out / CHECKPOINTS / f"step-{state['step']:08d}"
-    rngs = dist_.gather_objects(world, _rng_state())
-    if world.is_main:
-        with atomic_dir(target) as tmp:
-            model.save_pretrained(tmp)
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs[0],
-                        "rng_ranks": rngs}, tmp / "training_state.pt")
-            atomic_write_json(tmp / "trainer_state.json", {**state, "world_size": world.size})
-        for old in _checkpoint_dirs(out)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    dist_.barrier(world)
-    return target
-
-
-def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, world: dist_.World | None = None) -> dict[str, Any]:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
-    st = torch.load(ckpt / "training_state.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(st["optimizer"])
-    scheduler.load_state_dict(st["scheduler"])
-    world = world or dist_.World()
-    ranks = st.get("rng_ranks") or [st["rng"]]
-    # the same number of processes continues each with its own RNG; another number continues with rank 0's
-    rng = ranks[world.rank] if len(ranks) == world.size else ranks[0]
-    torch.random.set_rng_state(rng["cpu"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    return _read_json(ckpt / "trainer_state.json")
+    found = [p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / CHECKPOINT_MARK).is_file()] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _scheduler(optimizer, config: TrainConfig, total: int, warmup: int):
-    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
-
-    if config.lr_scheduler == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, warmup, total)
-    if config.lr_scheduler == "linear":
-        return get_linear_schedule_with_warmup(optimizer, warmup, total)
-    return get_constant_schedule_with_warmup(optimizer, warmup)
 
 
 def _peak_memory(device: torch.device) -> tuple[int, str]:
@@ -296,11 +423,6 @@ def _data_fingerprint(records: Sequence[Any]) -> str:
     ])
 
 
-def _emit(on_log: LogFn | None, row: dict[str, Any]) -> None:
-    if on_log is not None:
-        on_log(dict(row))
-
-
 def _completed_result(out: Path, fingerprint: str) -> TrainResult | None:
     path = out / "summary.json"
     if not path.is_file() or not (out / "adapter" / "adapter_config.json").is_file():
@@ -309,6 +431,85 @@ def _completed_result(out: Path, fingerprint: str) -> TrainResult | None:
     if summary.get("status") == "completed" and summary.get("fingerprint") == fingerprint:
         return TrainResult(out, summary)
     return None
+
+
+# --------------------------------------------------------------------------- Trainer settings
+
+
+def check_integrations(config: TrainConfig) -> None:
+    """A clear error before any loading when a report_to target or the distributed strategy lacks its package."""
+    for name in report_targets(config.report_to):
+        if name != "tensorboard" and importlib.util.find_spec(name) is None:
+            raise ValueError(f"report_to: {name} needs the {name} package (pip install {name}); or set report_to: "
+                             f"tensorboard or none")
+    if config.distributed.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        raise ValueError(f"distributed: {config.distributed} needs the deepspeed package: pip install deepspeed "
+                         f"(or pip install 'ocr_ft[deepspeed]'), on a CUDA machine; or set distributed: ddp")
+
+
+def strategy_options(config: TrainConfig, world_size: int, model: Any = None) -> dict[str, Any]:
+    """TrainingArguments for ``config.distributed``: {} for DDP (accelerate's default with several processes),
+    ``fsdp`` / ``fsdp_config`` from distributed_configs/fsdp.json, or ``deepspeed`` = the ZeRO-2/3 JSON."""
+    if config.distributed == "ddp":
+        return {}
+    if config.distributed == "fsdp":
+        if world_size < 2:
+            raise ValueError(f"distributed: fsdp shards the model over several processes; this run has {world_size}. "
+                             f"Set nproc >= 2, or distributed: ddp")
+        fsdp_config = _read_json(DISTRIBUTED_CONFIGS / "fsdp.json")
+        if model is not None:  # wrap the decoder (and vision) layer classes this model actually has
+            present = {type(m).__name__ for m in model.modules()}
+            wanted = [c for c in fsdp_config.get("transformer_layer_cls_to_wrap", []) if c in present]
+            fsdp_config["transformer_layer_cls_to_wrap"] = wanted or list(
+                getattr(unwrap_model(model), "_no_split_modules", None) or [])
+        return {"fsdp": True, "fsdp_config": fsdp_config}
+    return {"deepspeed": str(DISTRIBUTED_CONFIGS / f"{config.distributed}.json")}
+
+
+def training_arguments(config: TrainConfig, out: Path, total_steps: int, warmup_steps: int, device: torch.device,
+                       dtype: torch.dtype, world_size: int = 1, has_eval: bool = False, eval_at_start: bool = False,
+                       model: Any = None) -> TrainingArguments:
+    """The Trainer's settings for ``config`` (the run folder ``out``; checkpoints under ``out/checkpoints``)."""
+    if config.gradient_accumulation_steps % world_size:
+        raise ValueError(f"gradient_accumulation_steps={config.gradient_accumulation_steps} must be a multiple of "
+                         f"the {world_size} processes, so the effective batch stays the same")
+    others = [r for r in report_targets(config.report_to) if r != "tensorboard"]  # tensorboard: our own writer
+    return TrainingArguments(
+        output_dir=str(out / CHECKPOINTS),
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps // world_size,
+        average_tokens_across_devices=True,
+        max_steps=total_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=_SCHEDULERS[config.lr_scheduler],
+        warmup_steps=warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim="adamw_torch",
+        bf16=dtype == torch.bfloat16,
+        activation_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN loss must show (the search fails such trials)
+        eval_strategy="steps" if has_eval and config.eval_steps else "no",
+        eval_steps=config.eval_steps if has_eval and config.eval_steps else None,
+        eval_on_start=eval_at_start,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        dataloader_num_workers=config.dataloader_workers,
+        report_to=others or "none",
+        remove_unused_columns=False,
+        label_names=["labels"],
+        ddp_find_unused_parameters=False,  # every LoRA weight is used in every forward
+        use_cpu=device.type == "cpu",
+        disable_tqdm=True,
+        **strategy_options(config, world_size, model),
+    )
 
 
 # --------------------------------------------------------------------------- train
@@ -341,7 +542,13 @@ def train(
         raise ValueError(f"nproc: {config.nproc} needs {config.nproc} processes: launch with `ocr-ft train --nproc "
                          f"{config.nproc}` or `torchrun --nproc-per-node {config.nproc}` (see the README)")
     run_device = dist_.device_for(world, resolve_device(device))
+    if not world.distributed and run_device.type == "cuda" and (run_device.index or 0) != 0:
+        raise ValueError(f"device {run_device}: the Trainer trains on the process's first GPU; choose the GPU with "
+                         f"CUDA_VISIBLE_DEVICES={run_device.index} and device cuda")
     check_quantization(config, run_device)
+    check_integrations(config)
+    if config.distributed == "fsdp":
+        strategy_options(config, world.size)  # the error for a single process, before loading anything
     created = dist_.init(world, run_device)
     try:
         return _train(config, train_records, val_records, Path(data_dir), Path(output_dir),
@@ -350,7 +557,8 @@ def train(
         if created:
             import torch.distributed
 
-            torch.distributed.destroy_process_group()
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
 
 
 def _train(config: TrainConfig, train_records: Sequence[Any], val_records: Sequence[Any], data_dir: Path,
@@ -373,7 +581,7 @@ def _train(config: TrainConfig, train_records: Sequence[Any], val_records: Seque
         return done
 
     checkpoints = _checkpoint_dirs(out)
-    state_files = [c / "trainer_state.json" for c in checkpoints[-1:]] + [out / "summary.json"]
+    state_files = [c / CHECKPOINT_MARK for c in checkpoints[-1:]] + [out / "summary.json"]
     previous = [_read_json(f).get("fingerprint") for f in state_files if f.is_file()]
     if previous and config.resume and any(f != fingerprint for f in previous):
         raise ValueError(
@@ -387,15 +595,14 @@ def _train(config: TrainConfig, train_records: Sequence[Any], val_records: Seque
                 shutil.rmtree(p, ignore_errors=True)
         checkpoints = []
     if world.is_main:
-        for stale in (out / CHECKPOINTS).glob(".step-*") if (out / CHECKPOINTS).is_dir() else ():
+        root = out / CHECKPOINTS
+        for stale in (p for p in root.iterdir() if p.is_dir() and p not in checkpoints) if root.is_dir() else ():
             shutil.rmtree(stale, ignore_errors=True)  # half-written checkpoint of a killed process
         (out / "summary.json").unlink(missing_ok=True)
         config.save(out / "config.yaml")
     dist_.barrier(world)
     return _run(config, bundle, budget, val_budget, data_dir, out, fingerprint,
                 checkpoints[-1] if checkpoints else None, on_log, device, world)
-
-
 def check_quantization(config: TrainConfig, device: torch.device) -> None:
     """A clear error before any loading when ``quantization: 4bit`` cannot run here."""
     if config.quantization == "none":
@@ -417,18 +624,10 @@ def qlora_config(dtype: torch.dtype):
                               bnb_4bit_compute_dtype=dtype)
 
 
-def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val_budget: BudgetReport,
-         data_dir: Path, out: Path, fingerprint: str, resume_from: Path | None, on_log: LogFn | None,
-         device: torch.device, world: dist_.World) -> TrainResult:
-    dtype = resolve_dtype(config.precision, device)
-    n = len(budget.kept)
-    nums = schedule_numbers(n, config)
-    total, warmup = nums["total_steps"], nums["warmup_steps"]
-    answer_tokens = [c.label for c in budget.counts]
-    seq_tokens = [c.total for c in budget.counts]
-    eval_records = val_budget.kept[: config.max_eval_samples]
 
-    torch.manual_seed(config.seed)
+def _build_model(config: TrainConfig, dtype: torch.dtype, device: torch.device):
+    """The base model (4-bit on the GPU for QLoRA) with LoRA adapters; the Trainer moves it to the device and
+    turns on gradient checkpointing."""
     if config.quantization == "4bit":
         from peft import prepare_model_for_kbit_training
 
@@ -441,108 +640,74 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
     else:
         model = load_base_model(config.base_model, dtype, config)
     model.config.use_cache = False
-    if config.gradient_checkpointing and config.quantization == "none":
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    model = apply_lora(model, config)
-    if config.quantization == "none":
-        model = model.to(device)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = _scheduler(optimizer, config, total, warmup)
+    return apply_lora(model, config)
 
-    log_rows: list[dict[str, Any]] = []
-    start_step, resumed_from = 0, None
-    if resume_from is not None:
-        state = _load_checkpoint(resume_from, model, optimizer, scheduler, world)
-        start_step = resumed_from = int(state["step"])
-        log_rows = list(state.get("log_history", []))
-    if world.is_main:
-        atomic_write_jsonl(out / "loss_log.jsonl", log_rows)
-    _emit(on_log, {"event": "start", "step": start_step, "total_steps": total, "train_samples": n,
-                   "val_samples": len(eval_records), "left_out": len(budget.left_out), "device": str(device),
-                   "dtype": str(dtype).replace("torch.", ""), "resumed_from_step": resumed_from,
-                   "processes": world.size})
 
-    board = (_TensorBoard(out / TENSORBOARD, start_step)
-             if config.report_to == "tensorboard" and world.is_main else None)
+def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val_budget: BudgetReport,
+         data_dir: Path, out: Path, fingerprint: str, resume_from: Path | None, on_log: LogFn | None,
+         device: torch.device, world: dist_.World) -> TrainResult:
+    dtype = resolve_dtype(config.precision, device)
+    n = len(budget.kept)
+    nums = schedule_numbers(n, config)
+    total, spe = nums["total_steps"], nums["steps_per_epoch"]
+    seq_tokens = [c.total for c in budget.counts]
+    eval_records = val_budget.kept[: config.max_eval_samples]
+    start_step = int(_read_json(resume_from / CHECKPOINT_MARK)["step"]) if resume_from is not None else 0
+    resumed = start_step if resume_from is not None else None
 
-    def record(row: dict[str, Any]) -> None:
-        if log_rows and log_rows[-1]["step"] == row["step"]:
-            log_rows[-1].update(row)
-        else:
-            log_rows.append(row)
-        if world.is_main:
-            atomic_write_jsonl(out / "loss_log.jsonl", log_rows)
-        if board is not None:
-            board.write(row)
+    set_seed(config.seed)  # the LoRA initialisation
+    model = _build_model(config, dtype, device)
+    sampler = StepBatchSampler(n, config, seq_tokens if config.group_by_length else None, world.rank, world.size)
+    step_lists = [lists for e in range(math.ceil(total / spe)) for lists in sampler.steps(e)][:total]
+    args = training_arguments(config, out, total, nums["warmup_steps"], device, dtype, world.size,
+                              has_eval=bool(eval_records),
+                              eval_at_start=bool(eval_records) and config.eval_at_start and resume_from is None,
+                              model=model)
+    run_cb = _RunCallback(out, on_log, world.is_main, {
+        "event": "start", "train_samples": n, "val_samples": len(eval_records), "left_out": len(budget.left_out),
+        "device": str(device), "dtype": str(dtype).replace("torch.", ""), "resumed_from_step": resumed,
+        "processes": world.size}, spe, [sum(len(b) for b in lists) for lists in step_lists], bool(eval_records))
+    callbacks: list[TrainerCallback] = [run_cb]
+    board = "tensorboard" in report_targets(config.report_to) and world.is_main
+    if board:
+        callbacks.append(_tensorboard_callback(out / TENSORBOARD, start_step))
+    trainer = AnswerLossTrainer(
+        model=model, args=args, data_collator=_Collator(bundle), train_dataset=_PairDataset(budget.kept, data_dir),
+        eval_dataset=_PairDataset(eval_records, data_dir) if eval_records else None, callbacks=callbacks,
+        batch_sampler=sampler, eval_batches=_eval_batches(len(eval_records), config.per_device_batch_size, world),
+        checkpoint_mark={"fingerprint": fingerprint})
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    dataset = _PairDataset(budget.kept, data_dir)
-    if start_step == 0 and config.eval_at_start and eval_records:
-        ev = eval_loss(model, bundle, eval_records, data_dir, config.per_device_batch_size, device, config.dataloader_workers, world)
-        record({"step": 0, "eval_loss": ev})
-        _emit(on_log, {"event": "eval", "step": 0, "total_steps": total, "eval_loss": ev})
-
-    step_lists = [step_micro_batches(n, config, s, seq_tokens) for s in range(start_step, total)]
-    # this process's share: micro-batches rank, rank + N, ... of every step
-    batches = _batches(dataset, [b for lists in step_lists for b in lists[world.rank::world.size]], bundle,
-                       config.dataloader_workers)
+    for cb in (PrinterCallback, ProgressCallback):  # progress goes through on_log
+        trainer.remove_callback(cb)
+    if world.is_main and resume_from is None:
+        atomic_write_jsonl(out / "loss_log.jsonl", [])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    train_time, samples_done, tokens_done = 0.0, 0, 0
-    window_loss, window_tokens = 0.0, 0
-    for step, lists in zip(range(start_step, total), step_lists):
-        t0 = time.perf_counter()
-        step_tokens = sum(answer_tokens[i] for b in lists for i in b)
-        loss_sum = 0.0
-        for _ in lists[world.rank::world.size]:
-            batch = _to(next(batches), device)
-            s, _n = answer_loss_sum(model, batch)
-            (s / step_tokens).backward()
-            loss_sum += float(s.detach())
-        if world.distributed:  # sum of every process's share = the one-process gradient
-            dist_.all_reduce_grads(world, params)
-            loss_sum = dist_.all_reduce_sum(world, [loss_sum], device)[0]
-        grad_norm = (torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm) if config.max_grad_norm > 0
-                     else torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
-        optimizer.step()
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_time += time.perf_counter() - t0
-        samples_done += sum(len(b) for b in lists)
-        tokens_done += sum(seq_tokens[i] for b in lists for i in b)
-        window_loss, window_tokens = window_loss + loss_sum, window_tokens + step_tokens
-        done = step + 1
-        if done == 1 or done % config.logging_steps == 0 or done == total:
-            row = {"step": done, "epoch": round(done / nums["steps_per_epoch"], 4),
-                   "loss": window_loss / window_tokens, "lr": lr, "grad_norm": float(grad_norm)}
-            window_loss, window_tokens = 0.0, 0
-            record(row)
-            _emit(on_log, {"event": "train", "total_steps": total, **row,
-                           "samples_per_second": samples_done / train_time})
-        if eval_records and ((config.eval_steps and done % config.eval_steps == 0) or done == total):
-            ev = eval_loss(model, bundle, eval_records, data_dir, config.per_device_batch_size, device,
-                           config.dataloader_workers, world)
-            record({"step": done, "eval_loss": ev})
-            _emit(on_log, {"event": "eval", "step": done, "total_steps": total, "eval_loss": ev})
-        if done % config.save_steps == 0 and done < total:
-            path = _save_checkpoint(out, model, optimizer, scheduler,
-                                    {"step": done, "total_steps": total, "fingerprint": fingerprint,
-                                     "log_history": log_rows}, config.save_total_limit, world)
-            _emit(on_log, {"event": "checkpoint", "step": done, "total_steps": total, "path": str(path)})
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
 
-    if board is not None:
-        board.close()
+    # the final adapter: every process takes part (FSDP / ZeRO-3 gather the weights), rank 0 writes
+    staging = out / ".adapter.staging"
     if world.is_main:
-        with atomic_dir(out / "adapter") as tmp:
-            model.save_pretrained(tmp)
-            __import__("ocr_ft.train.modeling", fromlist=["x"]).save_serving_files(tmp, bundle)  # issue 11: template + pixel budget
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))
+    if world.is_main:
+        (staging / "training_args.bin").unlink(missing_ok=True)
+        save_serving_files(staging, bundle)  # issue 11: template + pixel budget
+        shutil.rmtree(out / "adapter", ignore_errors=True)
+        staging.replace(out / "adapter")
     peak, peak_kind = _peak_memory(device)
-    train_losses = [r["loss"] for r in log_rows if "loss" in r]
-    eval_losses = [(r["step"], r["eval_loss"]) for r in log_rows if r.get("eval_loss") is not None]
+    rows = loss_rows(trainer.state.log_history, spe)
+    if world.is_main:
+        atomic_write_jsonl(out / "loss_log.jsonl", rows)
+    train_losses = [r["loss"] for r in rows if "loss" in r]
+    eval_losses = [(r["step"], r["eval_loss"]) for r in rows if r.get("eval_loss") is not None]
+    session = step_lists[start_step:]
+    train_time = run_cb.train_time
+    samples_done = sum(len(b) for lists in session for b in lists)
+    tokens_done = sum(seq_tokens[i] for lists in session for b in lists for i in b)
+    peft_model = trainer.model
     summary = {
         "status": "completed",
         "fingerprint": fingerprint,
@@ -551,8 +716,8 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
         "dtype": str(dtype).replace("torch.", ""),
         "steps": total,
         "total_steps": total,
-        "epochs": total / nums["steps_per_epoch"],
-        "steps_per_epoch": nums["steps_per_epoch"],
+        "epochs": total / spe,
+        "steps_per_epoch": spe,
         "effective_batch_size": config.effective_batch_size,
         "train_samples": n,
         "eval_samples": len(eval_records),
@@ -563,22 +728,24 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
         "final_train_loss": train_losses[-1] if train_losses else None,
         "initial_eval_loss": eval_losses[0][1] if eval_losses and eval_losses[0][0] == 0 else None,
         "final_eval_loss": eval_losses[-1][1] if eval_losses else None,
-        "resumed_from_step": resumed_from,
+        "resumed_from_step": resumed,
         "session_steps": total - start_step,
         "train_runtime_s": round(train_time, 3),
         "steps_per_second": (total - start_step) / train_time if train_time else None,
         "samples_per_second": samples_done / train_time if train_time else None,
         "tokens_per_second": tokens_done / train_time if train_time else None,
         "group_by_length": config.group_by_length,
-        "padding_fraction": padding_fraction([b for lists in step_lists for b in lists], seq_tokens),
-        "tensorboard_dir": TENSORBOARD if board is not None else None,
+        "padding_fraction": padding_fraction([b for lists in session for b in lists], seq_tokens),
+        "tensorboard_dir": TENSORBOARD if board else None,
         "peak_memory_bytes": peak,
         "peak_memory_kind": peak_kind,
-        "trainable_parameters": sum(p.numel() for p in params),
-        "total_parameters": sum(p.numel() for p in model.parameters()),
-        "lora_modules": len(lora_module_names(model)),
+        "trainable_parameters": sum(p.numel() for p in peft_model.parameters() if p.requires_grad),
+        "total_parameters": sum(p.numel() for p in peft_model.parameters()),
+        "lora_modules": len(lora_module_names(peft_model)),
         "vision_lora": config.vision_lora,
         "quantization": config.quantization,
+        "distributed": config.distributed if world.distributed else None,
+        "report_to": report_targets(config.report_to),
         "adapter_dir": "adapter",
         "processes": world.size,
     }
@@ -588,3 +755,16 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
     _emit(on_log, {"event": "done", "step": total, "total_steps": total,
                    "final_train_loss": summary["final_train_loss"], "final_eval_loss": summary["final_eval_loss"]})
     return TrainResult(out, summary)
+
+
+def _tensorboard_callback(log_dir: Path, start_step: int) -> TrainerCallback:
+    """The Trainer's TensorBoard callback writing under ``<run>/tensorboard``; a resumed run purges events after
+    its checkpoint's step (written by the killed process), so the curve is written once, not twice."""
+    from transformers.integrations import TensorBoardCallback
+
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise RuntimeError("report_to: tensorboard needs the tensorboard package (pip install tensorboard), "
+                           "or set report_to: none") from exc
+    return TensorBoardCallback(SummaryWriter(str(log_dir), purge_step=start_step + 1 if start_step else None))

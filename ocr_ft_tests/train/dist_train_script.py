@@ -1,6 +1,7 @@
 """Run by the multi-process tests under torchrun: ``torchrun ... dist_train_script.py ARGS.json``.
 
-ARGS: config (YAML path), train / val (JSONL), data_dir, out, kill_rank0_at_step (optional). With
+ARGS: config (YAML path), train / val (JSONL), data_dir, out, overrides (config keys, optional),
+kill_rank0_at_step (optional). With
 ``kill_rank0_at_step`` rank 0 SIGKILLs itself when that step is logged: a real crash, no clean-up.
 """
 
@@ -24,7 +25,7 @@ def on_log(row):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-train(load_config(args["config"]), read_jsonl(args["train"]), read_jsonl(args["val"]), args["data_dir"], args["out"],
+train(load_config(args["config"], **args.get("overrides", {})), read_jsonl(args["train"]), read_jsonl(args["val"]), args["data_dir"], args["out"],
       on_log=on_log)
 if int(os.environ.get("RANK", "0")) == 0:
     with open(os.path.join(args["out"], "events.json"), "w", encoding="utf-8") as f:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 
 import pytest
 import torch
@@ -63,8 +65,12 @@ def test_killed_run_resumes_at_the_right_step(trained_run, tiny_config, table_da
 
     with pytest.raises(Killed):
         train(tiny_config, records, table_data["val"], table_data["data_dir"], out, on_log=kill_at_step_5)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
     assert not (out / "summary.json").exists()
+    # a checkpoint folder without its completion mark (a process killed while writing it) is never resumed from
+    half = out / "checkpoints" / "checkpoint-6"
+    shutil.copytree(out / "checkpoints" / "checkpoint-4", half)
+    (half / "ocr_ft_checkpoint.json").unlink()
 
     events: list[dict] = []
     result = train(tiny_config, records, table_data["val"], table_data["data_dir"], out, on_log=events.append)
@@ -72,6 +78,7 @@ def test_killed_run_resumes_at_the_right_step(trained_run, tiny_config, table_da
     assert start["resumed_from_step"] == 4 and start["step"] == 4
     assert [e["step"] for e in events if e["event"] == "train"] == [5, 6, 7, 8]
     assert result.summary["resumed_from_step"] == 4 and result.steps == 8
+    assert (half / "ocr_ft_checkpoint.json").is_file()  # rewritten, complete, by the resumed run at step 6
     # identical to the uninterrupted run: same weights, same loss curve
     a = load_file(str(reference.adapter_dir / "adapter_model.safetensors"))
     b = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
@@ -101,7 +108,7 @@ def test_changed_config_does_not_resume_silently(tiny_config, table_data, tmp_pa
     # resume: false starts over in the same directory
     result = train(changed.replace(resume=False), table_data["train"], [], table_data["data_dir"], out)
     assert result.steps == 2 and result.summary["resumed_from_step"] is None
-    assert not any((out / "checkpoints").glob("step-*"))  # the other run's checkpoints are gone
+    assert not any((out / "checkpoints").glob("checkpoint-*"))  # the other run's are gone, none after the last step
 
 
 def test_no_fitting_sample_is_a_clear_error(tiny_config, table_data, tmp_path):
@@ -191,3 +198,102 @@ def test_qlora_config_is_nf4_with_the_run_dtype():
 
     q = qlora_config(torch.bfloat16)
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_compute_dtype == torch.bfloat16
+
+
+def test_lm_head_runs_only_on_answer_positions(tiny_config, table_data):
+    """answer_loss_sum hands the LM head exactly the positions that predict a label token."""
+    from ocr_ft.train.inputs import IGNORE_INDEX, TrainingCollator, load_image
+    from ocr_ft.train.modeling import load_model_and_processor
+    from ocr_ft.train.trainer import answer_loss_sum
+
+    model, bundle = load_model_and_processor(tiny_config.base_model, tiny_config, device="cpu")
+    recs = table_data["train"][:2]
+    batch = TrainingCollator(bundle)([(load_image(table_data["data_dir"] / r["image_path"]), r["ground_truth_html"])
+                                      for r in recs])
+    seen = []
+    handle = model.lm_head.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
+    with torch.no_grad():
+        total, count = answer_loss_sum(model, batch)
+    handle.remove()
+    answers = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    assert count == answers and seen == [(answers, model.config.text_config.hidden_size)]
+    assert answers < batch["input_ids"].numel() / 2  # image and prompt positions were skipped
+    with torch.no_grad():
+        assert float(total) / count == pytest.approx(float(model(**batch).loss), rel=1e-5)
+
+
+def test_gradient_accumulation_gives_the_large_batch_update(tiny_config, table_data, tmp_path):
+    """2 micro-batches of 2 accumulate to the update of one batch of 4: the loss is divided by the whole step's
+    answer tokens (the Trainer's num_items_in_batch), not averaged per micro-batch."""
+    cfg = tiny_config.replace(max_steps=1, eval_at_start=False, max_eval_samples=0, lora_dropout=0.0, report_to="none")
+    small = train(cfg, table_data["train"], [], table_data["data_dir"], tmp_path / "ga2")
+    large = train(cfg.replace(per_device_batch_size=4, gradient_accumulation_steps=1), table_data["train"], [],
+                  table_data["data_dir"], tmp_path / "ga1")
+    assert small.summary["initial_train_loss"] == pytest.approx(large.summary["initial_train_loss"], rel=1e-5)
+    # the gradient itself (its norm before clipping; Adam's first step only keeps its signs, so the weights are
+    # no finer test): a per-micro-batch mean would weight the two halves by 1/2 each instead of by their tokens
+    norms = [read_rows(r.loss_log_path)[0]["grad_norm"] for r in (small, large)]
+    assert norms[0] == pytest.approx(norms[1], rel=1e-4)
+    unweighted = train(cfg.replace(gradient_accumulation_steps=1, max_steps=2), table_data["train"], [],
+                       table_data["data_dir"], tmp_path / "mb")  # its first step is the first micro-batch alone
+    assert read_rows(unweighted.loss_log_path)[0]["grad_norm"] != pytest.approx(norms[0], rel=1e-2)
+
+
+def test_training_arguments_follow_the_config(tiny_config, tmp_path):
+    from ocr_ft.train.trainer import training_arguments
+
+    cfg = tiny_config.replace(gradient_accumulation_steps=4, lr_scheduler="constant", report_to="none",
+                              gradient_checkpointing=True, eval_steps=3, dataloader_workers=1)
+    args = training_arguments(cfg, tmp_path, total_steps=10, warmup_steps=2, device=torch.device("cpu"),
+                              dtype=torch.float32, world_size=2, has_eval=True)
+    assert args.output_dir == str(tmp_path / "checkpoints")
+    assert args.gradient_accumulation_steps == 2 and args.per_device_train_batch_size == 2  # 4 / 2 processes
+    assert args.max_steps == 10 and args.warmup_steps == 2 and args.lr_scheduler_type == "constant_with_warmup"
+    assert args.learning_rate == cfg.learning_rate and args.max_grad_norm == cfg.max_grad_norm
+    assert args.activation_checkpointing and args.activation_checkpointing_kwargs == {"use_reentrant": False}
+    assert args.eval_strategy == "steps" and args.eval_steps == 3 and args.save_steps == 2
+    assert args.report_to == [] and args.remove_unused_columns is False and args.dataloader_num_workers == 1
+    assert args.ddp_find_unused_parameters is False and not args.bf16 and args.use_cpu
+    assert args.average_tokens_across_devices and not args.logging_nan_inf_filter
+    with pytest.raises(ValueError, match="multiple of the 3 processes"):
+        training_arguments(cfg, tmp_path, 10, 0, torch.device("cpu"), torch.float32, world_size=3)
+
+
+def test_distributed_strategies_ship_valid_configs_and_clear_errors(tiny_config, table_data, tmp_path):
+    from ocr_ft.train.trainer import DISTRIBUTED_CONFIGS, check_integrations, strategy_options
+
+    for stage in (2, 3):
+        ds = json.loads((DISTRIBUTED_CONFIGS / f"deepspeed_zero{stage}.json").read_text())
+        assert ds["zero_optimization"]["stage"] == stage
+        # the HF integration fills these from TrainingArguments, so batch and accumulation stay ours
+        assert ds["gradient_accumulation_steps"] == ds["train_micro_batch_size_per_gpu"] == "auto"
+        opts = strategy_options(tiny_config.replace(distributed=f"deepspeed_zero{stage}"), 2)
+        assert opts == {"deepspeed": str(DISTRIBUTED_CONFIGS / f"deepspeed_zero{stage}.json")}
+    fsdp = strategy_options(tiny_config.replace(distributed="fsdp"), 2)
+    assert fsdp["fsdp"] is True and "GlmOcrTextDecoderLayer" in fsdp["fsdp_config"]["transformer_layer_cls_to_wrap"]
+    assert strategy_options(tiny_config, 2) == {}  # ddp: accelerate's default with several processes
+    with pytest.raises(ValueError, match="fsdp shards the model over several processes.*nproc >= 2"):
+        train(tiny_config.replace(distributed="fsdp"), table_data["train"], [], table_data["data_dir"], tmp_path / "f")
+    if importlib.util.find_spec("deepspeed") is None:
+        with pytest.raises(ValueError, match="deepspeed_zero3 needs the deepspeed package: pip install deepspeed"):
+            check_integrations(tiny_config.replace(distributed="deepspeed_zero3"))
+    for name in ("mlflow", "wandb"):
+        if importlib.util.find_spec(name) is None:
+            with pytest.raises(ValueError, match=f"report_to: {name} needs the {name} package"):
+                train(tiny_config.replace(report_to=f"tensorboard,{name}"), table_data["train"], [],
+                      table_data["data_dir"], tmp_path / name)
+    assert not (tmp_path / "f").exists() and not (tmp_path / "mlflow").exists()  # refused before writing
+
+
+def test_report_to_and_distributed_keys_are_validated(tiny_config):
+    from ocr_ft.train.config import ConfigError, report_targets
+
+    assert report_targets("tensorboard, mlflow") == ["tensorboard", "mlflow"] and report_targets("none") == []
+    with pytest.raises(ConfigError, match="report_to must be one of"):
+        tiny_config.replace(report_to="comet")
+    with pytest.raises(ConfigError, match="report_to must be one of"):
+        tiny_config.replace(report_to="none,wandb")
+    with pytest.raises(ConfigError, match="distributed must be one of ddp, fsdp, deepspeed_zero2, deepspeed_zero3"):
+        tiny_config.replace(distributed="zero4")
+    # how the processes share the work does not change what is computed: a run resumes under another strategy
+    assert tiny_config.replace(distributed="fsdp").fingerprint() == tiny_config.fingerprint()
