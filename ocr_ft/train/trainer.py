@@ -34,6 +34,7 @@ from ocr_ft.train.budget import BudgetReport, check_budget, field_of, image_file
 from ocr_ft.train import distributed as dist_
 from ocr_ft.train.config import TrainConfig, load_config
 from ocr_ft.train.inputs import IGNORE_INDEX, ProcessorBundle, TrainingCollator, load_image
+from ocr_ft.train import packing as packing_
 from ocr_ft.train.modeling import (
     apply_lora,
     load_base_model,
@@ -162,12 +163,14 @@ class _PairDataset(torch.utils.data.Dataset):
         return load_image(image_file(r, self.data_dir)), field_of(r, "ground_truth_html")
 
 
-def _batches(dataset, batch_lists: list[list[int]], bundle: ProcessorBundle, workers: int) -> Iterator[dict]:
+def _batches(dataset, batch_lists: list[list[int]], bundle: ProcessorBundle, workers: int,
+             packing: bool = False) -> Iterator[dict]:
     if not batch_lists:
         return iter(())
     # A private generator: creating the loader must not draw from the global RNG (LoRA dropout uses it), so a
     # resumed run continues with exactly the RNG state of the uninterrupted one.
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batch_lists, collate_fn=TrainingCollator(bundle),
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batch_lists,
+                                         collate_fn=(packing_.PackingCollator if packing else TrainingCollator)(bundle),
                                          num_workers=workers, generator=torch.Generator().manual_seed(0))
     return iter(loader)
 
@@ -176,11 +179,12 @@ def _batches(dataset, batch_lists: list[list[int]], bundle: ProcessorBundle, wor
 
 
 def answer_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """(summed cross-entropy over answer tokens, number of answer tokens) for one padded batch.
+    """(summed cross-entropy over answer tokens, number of answer tokens) for one padded or packed batch.
 
     The LM head runs only on positions that predict an answer token, which skips the image and prompt.
     """
     base = unwrap_model(model)
+    batch = packing_.prepare_packed_batch(base, batch)  # packed: per-sample position ids; padded: unchanged
     # every key the collator made except the labels is a model input (each family's collator makes its own)
     out = base.model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False)
     targets = batch["labels"][:, 1:]
@@ -444,6 +448,8 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
     if config.gradient_checkpointing and config.quantization == "none":
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model = apply_lora(model, config)
+    if config.packing:
+        packing_.check_packing(model)
     if config.quantization == "none":
         model = model.to(device)
     model.train()
@@ -486,7 +492,7 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
     step_lists = [step_micro_batches(n, config, s, seq_tokens) for s in range(start_step, total)]
     # this process's share: micro-batches rank, rank + N, ... of every step
     batches = _batches(dataset, [b for lists in step_lists for b in lists[world.rank::world.size]], bundle,
-                       config.dataloader_workers)
+                       config.dataloader_workers, config.packing)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     train_time, samples_done, tokens_done = 0.0, 0, 0
@@ -543,6 +549,7 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
     peak, peak_kind = _peak_memory(device)
     train_losses = [r["loss"] for r in log_rows if "loss" in r]
     eval_losses = [(r["step"], r["eval_loss"]) for r in log_rows if r.get("eval_loss") is not None]
+    tokens = packing_.token_counts([b for lists in step_lists for b in lists], seq_tokens, config.packing)
     summary = {
         "status": "completed",
         "fingerprint": fingerprint,
@@ -570,7 +577,9 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
         "samples_per_second": samples_done / train_time if train_time else None,
         "tokens_per_second": tokens_done / train_time if train_time else None,
         "group_by_length": config.group_by_length,
-        "padding_fraction": padding_fraction([b for lists in step_lists for b in lists], seq_tokens),
+        "packing": config.packing,
+        "padding_fraction": tokens["padding_fraction"],  # of the token grid (0 when packed)
+        "token_counts": tokens,  # real / grid / padding tokens of this session's micro-batches
         "tensorboard_dir": TENSORBOARD if board is not None else None,
         "peak_memory_bytes": peak,
         "peak_memory_kind": peak_kind,
