@@ -33,13 +33,16 @@ import torch
 from ocr_ft.train.inputs import IGNORE_INDEX, ProcessorBundle, build_training_example
 
 PACKED_LENGTHS = "packed_lengths"
+# Attention implementation registered by this module (see :func:`prepare_model_for_packing`): sdpa run on each
+# packed sample on its own (causal kernel, no mask) instead of one masked attention over the whole row.
+PACKED_SDPA = "ocr_ft_packed_sdpa"
 # Model types whose text model reads packed sequences from a [4, batch, seq] position tensor (text row first)
 # and whose ``model.get_rope_index`` gives one sample's multimodal positions (checked in transformers 5.23's
 # modeling_glm_ocr.py: GlmOcrTextModel.forward and GlmOcrModel.get_rope_index).
 PACKING_MODEL_TYPES = frozenset({"glm_ocr"})
 # Attention implementations that turn packed position ids into a block-diagonal mask (masking_utils for
 # eager / sdpa, the varlen kernels for flash-attention).
-PACKING_ATTENTION = frozenset({"eager", "sdpa", "flash_attention_2", "flash_attention_3"})
+PACKING_ATTENTION = frozenset({"eager", "sdpa", "flash_attention_2", "flash_attention_3", PACKED_SDPA})
 
 
 def supports_packing(model: Any) -> tuple[bool, str]:
@@ -68,6 +71,60 @@ def check_packing(model: Any) -> None:
     if not ok:
         raise ValueError(f"packing: true is not possible for this base model: {why}. Set packing: false "
                          f"(group_by_length: true also cuts padding)")
+
+
+# --------------------------------------------------------------------------- per-sample sdpa
+
+
+def packed_sdpa_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                          attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers' sdpa attention, but a packed row (batch 1, no mask, text positions restarting at 0) is
+    attended sample by sample with the causal kernel: attention costs the sum of the squared sample lengths,
+    not the square of the row, and no row x row mask is built. Anything else goes to the stock sdpa."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    pos = kwargs.get("position_ids")
+    if attention_mask is None and pos is not None and query.shape[0] == 1 and query.shape[2] == key.shape[2] > 1:
+        starts = (pos.reshape(-1) == 0).nonzero().flatten().tolist()
+        if len(starts) > 1 and starts[0] == 0:
+            bounds = starts + [query.shape[2]]
+            rest = {k: v for k, v in kwargs.items() if k != "position_ids"}
+            outs = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None,
+                                           **rest)[0] for a, b in zip(bounds, bounds[1:])]
+            return torch.cat(outs, dim=1), None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def packed_sdpa_mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
+    """The mask for :data:`PACKED_SDPA`: none without a padding mask (causality and sample boundaries are the
+    attention function's), transformers' sdpa mask with one."""
+    from transformers.masking_utils import sdpa_mask
+
+    if kwargs.get("attention_mask") is None:
+        return None
+    return sdpa_mask(*args, **kwargs)
+
+
+def _register_packed_sdpa() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+    AttentionMaskInterface.register(PACKED_SDPA, packed_sdpa_mask)
+
+
+def prepare_model_for_packing(model: Any) -> str:
+    """Check that ``model`` can pack (ValueError otherwise) and, when its language model uses sdpa, switch that
+    (not the vision tower) to :data:`PACKED_SDPA`. Returns the language model's attention implementation."""
+    from ocr_ft.train.modeling import unwrap_model
+
+    check_packing(model)
+    base = unwrap_model(model)
+    text_cfg = getattr(base.config, "text_config", base.config)
+    if getattr(text_cfg, "_attn_implementation", None) == "sdpa":
+        _register_packed_sdpa()
+        base.set_attn_implementation({"text_config": PACKED_SDPA})
+    return text_cfg._attn_implementation
 
 
 def pack_examples(examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:

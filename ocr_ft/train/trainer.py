@@ -449,7 +449,7 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model = apply_lora(model, config)
     if config.packing:
-        packing_.check_packing(model)
+        packing_.prepare_model_for_packing(model)  # refuses a model that cannot pack
     if config.quantization == "none":
         model = model.to(device)
     model.train()

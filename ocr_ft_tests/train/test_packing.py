@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ocr_ft.train.inputs import IGNORE_INDEX, TrainingCollator, load_image
-from ocr_ft.train.packing import (PACKED_LENGTHS, PackingCollator, check_packing, pack_examples,
-                                  prepare_packed_batch, supports_packing, token_counts)
+from ocr_ft.train.packing import (PACKED_LENGTHS, PACKED_SDPA, PackingCollator, check_packing, pack_examples,
+                                  prepare_model_for_packing, prepare_packed_batch, supports_packing, token_counts)
 
 RTOL = 1e-4
 
@@ -30,8 +30,11 @@ def lora_model_factory(tiny_config):
 
     def make(attn: str):
         torch.manual_seed(0)
-        model = load_base_model(config.base_model, torch.float32, config, attn_implementation=attn)
+        model = load_base_model(config.base_model, torch.float32, config,
+                                attn_implementation="sdpa" if attn == PACKED_SDPA else attn)
         model = apply_lora(model, config)
+        if attn == PACKED_SDPA:  # what the trainer does with packing: true (sdpa -> sdpa per packed sample)
+            assert prepare_model_for_packing(model) == PACKED_SDPA
         # LoRA B starts at zero (its A gets no gradient then): give B values so both matrices are compared
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -56,7 +59,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+# sdpa / eager: transformers' block-diagonal mask from the packed position ids; PACKED_SDPA: sdpa per sample
+@pytest.mark.parametrize("attn", ["sdpa", "eager", PACKED_SDPA])
 def test_packed_batch_gives_the_padded_loss_and_lora_gradients(lora_model_factory, table_data, attn):
     make, bundle = lora_model_factory
     model = make(attn)
@@ -104,6 +108,18 @@ def test_packed_positions_restart_per_sample(lora_model_factory, table_data):
     assert prepare_packed_batch(model.get_base_model(), padded) is padded
     with pytest.raises(ValueError, match="attention_mask"):
         prepare_packed_batch(model.get_base_model(), {**packed, "attention_mask": torch.ones_like(packed["input_ids"])})
+
+
+def test_prepare_model_for_packing_switches_only_the_language_model(lora_model_factory):
+    make, _ = lora_model_factory
+    model = make("sdpa")
+    base = model.get_base_model()
+    assert prepare_model_for_packing(model) == PACKED_SDPA
+    assert base.config.text_config._attn_implementation == PACKED_SDPA
+    assert base.config.vision_config._attn_implementation == "sdpa"  # images are attended one by one already
+    assert supports_packing(model) == (True, "")
+    eager = make("eager")
+    assert prepare_model_for_packing(eager) == "eager"  # its mask comes from the packed position ids
 
 
 def test_pack_examples_keeps_samples_apart():
