@@ -80,6 +80,8 @@ def test_synthetic_samples_vary_in_length_and_pack_like_training_examples(bench)
 
 @pytest.mark.slow
 def test_gpu_variants_run_on_cpu_with_a_tiny_config(bench):
+    from ocr_ft.train.packing import PACKED_SDPA
+
     r = bench.gpu_variants(1, device="cpu", peak_flops=1e9, cfg=_tiny_glm_config(), **SMALL)
     assert list(r) == ["plain", "length_grouped", "packed", "no_checkpointing", "qlora"]
     assert "CUDA" in r["qlora"]["not_measured"]  # QLoRA needs a GPU and bitsandbytes: recorded, not run
@@ -92,6 +94,7 @@ def test_gpu_variants_run_on_cpu_with_a_tiny_config(bench):
     for run in (plain, grouped, packed):
         assert run["gradient_checkpointing"] is True and 0 < run["mfu"] < run["hfu"]
         assert run["lora_parameters"] == run["trainable_parameters"] > 0 and run["tokens_per_s"] > 0
+    assert packed["attn_implementation"] == PACKED_SDPA and plain["attn_implementation"] == "sdpa"
     assert no_ckpt["gradient_checkpointing"] is False
     assert no_ckpt["hardware_tflops_per_step"] == no_ckpt["model_tflops_per_step"] and no_ckpt["mfu"] == no_ckpt["hfu"]
     no_peak = bench.bench_full_size(1, device="cpu", cfg=_tiny_glm_config(), packing=True, **SMALL)
