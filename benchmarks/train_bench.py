@@ -3,9 +3,11 @@
 (a) Always, on the CPU: the tiny GLM-OCR model through the real trainer (ocr_ft.train.trainer.train) with the
     ``tiny.yaml`` settings (batch 2 x accumulation 2, images of 32-200 tokens), 8 optimizer steps on the same
     32 records side by side: plain, ``group_by_length`` and ``packing`` (tokens/s of real tokens, padding
-    fraction), interleaved over ``--rounds`` rounds, the best round of each kept (the box is shared); then the same run through ``ocr-ft train`` in 1 process and, with ``--nproc 2``
-    (torchrun, gloo), in 2 processes, the CPU threads split between them, no LoRA dropout: tokens/s and the
-    final loss of each (the two must agree: same effective batch).
+    fraction), interleaved over ``--rounds`` rounds, the best round of each kept (the box is shared); then
+    the same run through ``ocr-ft train`` in 1 process and, with ``--nproc 2`` (torchrun, gloo), in 2
+    processes, each with ``--process-threads`` threads (default ``--threads``: 2 processes use twice the
+    cores; 2 threads in one process stall on a busy box), no LoRA dropout: tokens/s and the final loss of
+    each (the two must agree: same effective batch).
 (b) When CUDA is available: the full-size GLM-OCR architecture (text hidden 1536, 16 layers, 16 heads / 8 KV
     heads, head_dim 128, vocab 59,392; vision 24 layers, hidden 1024) with random weights in bf16, LoRA rank 8
     on the language model, AdamW; one optimizer step = 8 samples of 1,500-2,600 tokens (784-1,296 image
@@ -51,7 +53,7 @@ are free; other jobs on the cores can cut it several-fold, see --threads); packe
 (model FLOPs, above) >= 0.20 and peak memory <= 40 GiB for ``plain``; packed >= plain in real tokens/s.  A target that could not be measured (no GPU, no peak) is ``null`` in
 ``met`` and listed in ``targets_not_measured``; ``targets_met`` is true only when every target was measured
 and met (``targets_met_measured``: every measured one was met).  Usage: python benchmarks/train_bench.py [--cpu-steps 8] [--gpu-steps 5] [--threads N]
-[--peak-tflops X] [--no-processes] [--rounds 2].  The last line of output is one JSON object with figures, targets and targets_met.
+[--peak-tflops X] [--no-processes] [--process-threads N] [--rounds 2].  The last line of output is one JSON object with figures, targets and targets_met.
 """
 
 from __future__ import annotations
@@ -206,7 +208,7 @@ def cpu_side_by_side(steps: int, setup: dict, rounds: int = 2) -> tuple[dict, di
 
 def bench_cpu_processes(steps: int, nproc: int, setup: dict, threads: int) -> dict:
     """The same run through ``ocr-ft train`` (``--nproc N`` launches torchrun with gloo processes), ``threads``
-    CPU threads split over the processes. No LoRA dropout, so every process count computes the same losses."""
+    CPU threads per process. No LoRA dropout, so every process count computes the same losses."""
     import os
     import subprocess
 
@@ -217,7 +219,7 @@ def bench_cpu_processes(steps: int, nproc: int, setup: dict, threads: int) -> di
     cfg = _cpu_config(setup, steps, lora_dropout=0.0)
     cfg.save(root / "config.yaml")
     atomic_write_jsonl(root / "train.jsonl", setup["records"])
-    per_process = max(1, threads // nproc)
+    per_process = max(1, threads)
     cmd = [sys.executable, "-m", "ocr_ft.train.cli", "train", "--config", str(root / "config.yaml"),
            "--train", str(root / "train.jsonl"), "--data-dir", str(setup["data_dir"]), "--out", str(root / "out"),
            "--json"] + (["--nproc", str(nproc)] if nproc > 1 else [])
@@ -518,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
                     "with other jobs 1 thread avoids OpenMP oversubscription stalls")
     ap.add_argument("--peak-tflops", type=float, help="dense bf16 peak of the GPU in TFLOP/s (default: by its name)")
     ap.add_argument("--no-processes", action="store_true", help="skip the 1- vs 2-process CPU runs")
+    ap.add_argument("--process-threads", type=int, help="CPU threads of each process of the 1- vs 2-process runs "
+                    "(default: --threads, or torch's choice)")
     ap.add_argument("--rounds", type=int, default=2, help="CPU plain/grouped/packed runs, interleaved; the best "
                     "round of each counts (other jobs on the cores slow single runs at random)")
     a = ap.parse_args(argv)
@@ -534,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         procs, procs_note = None, "skipped (--no-processes)"
         if not a.no_processes:
-            threads = torch.get_num_threads()
+            threads = a.process_threads or torch.get_num_threads()
             procs = {"1": bench_cpu_processes(a.cpu_steps, 1, setup, threads),
                      "2": bench_cpu_processes(a.cpu_steps, 2, setup, threads)}
             procs_note = None
