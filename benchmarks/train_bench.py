@@ -16,7 +16,8 @@
     checkpointing: the seed recipe), ``length_grouped``, ``packed``, ``no_checkpointing``, ``qlora`` (frozen
     base in bitsandbytes NF4; ``not_measured`` with the reason when bitsandbytes is missing).
 
-FLOPs of (b), per optimizer step.  T = batch * S tokens through the decoder (S = sequence length), N_lm the
+FLOPs of (b), per sample (a step's are the sum over its samples).  T = S tokens through the decoder
+(S = sequence length), N_lm the
 decoder layers' (frozen) weights, N_lora the LoRA weights, L layers, d_attn = heads * head_dim = 2,048,
 h = hidden 1,536, V = vocab, A = answer positions (the trainer runs the LM head on those only), P = image
 patches (P_i per image), N_vp / N_vm the vision weights applied per patch (patch embedding, blocks) / per
@@ -39,7 +40,8 @@ activation gradient (2 FLOPs per weight per token), not the usual 4.
 The usual 6N-per-token convention counts weight gradients a frozen base never computes (2N per token): it
 overstates the decoder linears' model FLOPs by half.  Those 2N happen to equal what recompute costs, which
 made 6N look like the hardware count; recompute is hardware work, reported as HFU, not MFU.  (Full-size
-step: about 20.6 model TFLOP and 25.2 hardware TFLOP, half of the model FLOPs in the frozen vision tower.)  The peak is the dense bf16 tensor-core peak of the
+step of 8 samples, 1,488-2,328 tokens: about 79.8 model TFLOP and 97.4 hardware TFLOP, half of the model
+FLOPs in the frozen vision tower.)  The peak is the dense bf16 tensor-core peak of the
 device, picked by its name (``peak_bf16``): H100 SXM and H200 989 TFLOP/s, H100 PCIe 756, A100 312.  Any
 other device (and a MIG slice) has no peak on record: ``mfu``/``hfu`` are then null and ``peak_note`` says
 why; ``--peak-tflops`` supplies one.
