@@ -110,6 +110,7 @@ def main() -> None:
             "trainable_parameters": s["trainable_parameters"],
             "padding_fraction": round(s["padding_fraction"], 4) if s.get("padding_fraction") is not None else None,
             "group_by_length": s.get("group_by_length"),
+            "packing": s.get("packing"),
             "tensorboard_dir": ({"raw_value": str(out / s["tensorboard_dir"]), "type": "path"}
                                 if s.get("tensorboard_dir") else None),
             "base_model": config.base_model,

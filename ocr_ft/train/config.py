@@ -74,6 +74,7 @@ class TrainConfig:
     local_files_only: bool | None = None  # None: follow HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE
     resume: bool = True  # resume from the newest checkpoint in the output directory
     group_by_length: bool = False  # micro-batches of similar total token count (less padding), order still seeded
+    packing: bool = False  # each micro-batch's samples in one row, no padding (ocr_ft.train.packing)
     report_to: str = "tensorboard"  # tensorboard (event files under <run>/tensorboard) | mlflow | wandb | none; or a
     # comma list such as "tensorboard,mlflow"
     quantization: str = "none"  # none | 4bit: QLoRA, frozen base in bitsandbytes NF4 (CUDA GPU only)
@@ -117,7 +118,8 @@ _CHOICES = {
 }
 REPORT_TO = ("tensorboard", "mlflow", "wandb", "none")
 _FLOAT_KEYS = {"lora_dropout", "learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm"}
-_BOOL_KEYS = {"vision_lora", "gradient_checkpointing", "eval_at_start", "resume", "group_by_length"}
+_BOOL_KEYS = {"vision_lora", "gradient_checkpointing", "eval_at_start", "resume", "group_by_length",
+              "packing"}
 _OPTIONAL_BOOL_KEYS = {"local_files_only"}
 _STR_KEYS = {"base_model", "prompt", "lr_scheduler", "precision", "image_backend", "report_to", "quantization",
             "lora_targets", "distributed"}

@@ -44,6 +44,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ocr_ft.storage import atomic_write_json, atomic_write_jsonl, sha256_json
 from ocr_ft.train import distributed as dist_
+from ocr_ft.train import packing as packing_
 from ocr_ft.train.budget import BudgetReport, check_budget, field_of, image_file, schedule_numbers
 from ocr_ft.train.config import TrainConfig, load_config, report_targets
 from ocr_ft.train.inputs import IGNORE_INDEX, ProcessorBundle, TrainingCollator, load_image
@@ -207,10 +208,11 @@ class _PairDataset(torch.utils.data.Dataset):
 
 
 class _Collator:
-    """The family's :class:`TrainingCollator`, with every label masked in a padding batch."""
+    """The family's :class:`TrainingCollator` (or, with ``packing``, the padding-free
+    :class:`~ocr_ft.train.packing.PackingCollator`), with every label masked in a padding batch."""
 
-    def __init__(self, bundle: ProcessorBundle):
-        self.inner = TrainingCollator(bundle)
+    def __init__(self, bundle: ProcessorBundle, packing: bool = False):
+        self.inner = (packing_.PackingCollator if packing else TrainingCollator)(bundle)
 
     def __call__(self, items):
         batch = self.inner([(image, label) for image, label, _ in items])
@@ -235,6 +237,8 @@ def answer_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     The forward goes through ``model`` as given (DDP / FSDP / DeepSpeed wrappers see it); a pre-hook on the
     LM head hands it only the positions that predict an answer token, which skips the image and prompt.
     """
+    # a packed batch gets per-sample position ids (the model builds a block-diagonal mask); padded: unchanged
+    batch = packing_.prepare_packed_batch(unwrap_model(_inner_module(model)), batch)
     targets = batch["labels"][:, 1:]
     mask = targets != IGNORE_INDEX
     head = unwrap_model(_inner_module(model)).get_output_embeddings()
@@ -640,7 +644,10 @@ def _build_model(config: TrainConfig, dtype: torch.dtype, device: torch.device):
     else:
         model = load_base_model(config.base_model, dtype, config)
     model.config.use_cache = False
-    return apply_lora(model, config)
+    model = apply_lora(model, config)
+    if config.packing:
+        packing_.prepare_model_for_packing(model)  # refuses a model that cannot pack
+    return model
 
 
 def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val_budget: BudgetReport,
@@ -672,7 +679,7 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
     if board:
         callbacks.append(_tensorboard_callback(out / TENSORBOARD, start_step))
     trainer = AnswerLossTrainer(
-        model=model, args=args, data_collator=_Collator(bundle), train_dataset=_PairDataset(budget.kept, data_dir),
+        model=model, args=args, data_collator=_Collator(bundle, config.packing), train_dataset=_PairDataset(budget.kept, data_dir),
         eval_dataset=_PairDataset(eval_records, data_dir) if eval_records else None, callbacks=callbacks,
         batch_sampler=sampler, eval_batches=_eval_batches(len(eval_records), config.per_device_batch_size, world),
         checkpoint_mark={"fingerprint": fingerprint})
@@ -708,6 +715,7 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
     samples_done = sum(len(b) for lists in session for b in lists)
     tokens_done = sum(seq_tokens[i] for lists in session for b in lists for i in b)
     peft_model = trainer.model
+    tokens = packing_.token_counts([b for lists in session for b in lists], seq_tokens, config.packing)
     summary = {
         "status": "completed",
         "fingerprint": fingerprint,
@@ -735,7 +743,9 @@ def _run(config: TrainConfig, bundle: ProcessorBundle, budget: BudgetReport, val
         "samples_per_second": samples_done / train_time if train_time else None,
         "tokens_per_second": tokens_done / train_time if train_time else None,
         "group_by_length": config.group_by_length,
-        "padding_fraction": padding_fraction([b for lists in session for b in lists], seq_tokens),
+        "packing": config.packing,
+        "padding_fraction": tokens["padding_fraction"],  # of the token grid (0 when packed)
+        "token_counts": tokens,  # real / grid / padding tokens of this session's micro-batches
         "tensorboard_dir": TENSORBOARD if board else None,
         "peak_memory_bytes": peak,
         "peak_memory_kind": peak_kind,

@@ -39,7 +39,7 @@ def test_tiny_model_lora_and_report_through_the_graph(tmp_path):
     adapter = Path(ckpt["adapter_path"].value)
     assert (adapter / "adapter_config.json").is_file() and (adapter.parent / "loss.png").is_file()
     assert ckpt["loss_curve"].value.startswith("![loss](data:image/png;base64,")
-    assert 0.0 <= ckpt["padding_fraction"].value < 1.0
+    assert 0.0 <= ckpt["padding_fraction"].value < 1.0 and ckpt["packing"].value is False
     assert any(Path(ckpt["tensorboard_dir"].value).glob("events.out.tfevents.*"))  # report_to: tensorboard default
     # the reported data version is the run's fingerprint, the folder's name is its prefix
     assert adapter.parent.name == mats["lora_checkpoint"].tags["dagster/data_version"][:16]
