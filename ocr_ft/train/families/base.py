@@ -75,6 +75,8 @@ class Family:
     # bundle -> the image processor's `size` for the bundle's pixel cap; default area_size
     prompt_fields: Callable[[Any, int], tuple[list[int], dict[str, list[int]]]] = field(default=None)  # type: ignore[assignment]
     # (bundle, n) -> (prompt ids, extra per-token fields); default expand_image_token
+    load_image_processor: Callable[[str, str | None, dict[str, Any]], Any] | None = None
+    # (source, backend or None, from_pretrained kwargs) -> image processor; None: AutoImageProcessor
     token_type_key: str | None = "mm_token_type_ids"  # per-token field, 1 on image tokens (None: not passed)
     default_patch_size: int = 14
     default_merge_size: int = 2
