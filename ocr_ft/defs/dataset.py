@@ -121,17 +121,27 @@ def llamafactory_export(context: dg.AssetExecutionContext, config: ExportConfig,
     from ..train.config import load_config
     from ..train.llamafactory import write_llamafactory_config
 
+    from ..train.llamafactory import NoTemplateError, model_family
+    from ..train.modeling import effective_prompt
+
     data = {name: load_split(paths.sub("splits"), name) for name in SPLITS}
     out = paths.sub("export", "llamafactory")
-    counts = export_llamafactory(data, paths.root, out)
     train_cfg = load_config(config.config_file or None, base_model=config.base_model)
-    yaml_path = write_llamafactory_config(train_cfg, out / "llamafactory_train.yaml", dataset_dir=".")
-    files = ["dataset_info.json", "llamafactory_train.yaml", *(f"{s}_sharegpt.json" for s in SPLITS)]
+    prompt = effective_prompt(train_cfg, model_family(train_cfg))  # the base model family's table prompt
+    counts = export_llamafactory(data, paths.root, out, prompt=prompt)
+    files = ["dataset_info.json", *(f"{s}_sharegpt.json" for s in SPLITS)]
+    extra: dict = {}
+    try:
+        yaml_path = write_llamafactory_config(train_cfg, out / "llamafactory_train.yaml", dataset_dir=".")
+        files.append("llamafactory_train.yaml")
+        extra["training_yaml"] = dg.MetadataValue.path(str(yaml_path))
+        context.log.info(f"exported {counts} to {out}; train with: cd {out} && llamafactory-cli train {yaml_path.name}")
+    except NoTemplateError as exc:  # the data export stands; only the training YAML cannot be written
+        context.log.warning(f"exported {counts} to {out}; no LLaMA-Factory training YAML: {exc}")
+        extra["training_yaml"] = f"none: {exc}"
     version = sha256_json({f: sha256_file(out / f) for f in files})
-    context.log.info(f"exported {counts} to {out}; train with: cd {out} && llamafactory-cli train {yaml_path.name}")
     return dg.MaterializeResult(
-        metadata={**{f"{k}_count": v for k, v in counts.items()}, "path": dg.MetadataValue.path(str(out)),
-                  "training_yaml": dg.MetadataValue.path(str(yaml_path))},
+        metadata={**{f"{k}_count": v for k, v in counts.items()}, "path": dg.MetadataValue.path(str(out)), **extra},
         data_version=dg.DataVersion(version),
     )
 

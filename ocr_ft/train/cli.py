@@ -2,7 +2,7 @@
 
     ocr-ft train [train] --train TRAIN.jsonl --val VAL.jsonl --data-dir DIR --out DIR
                          [--config YAML] [--set key=value ...] [--nproc N] [--dry-run]
-    ocr-ft train tiny --texts-from JSONL --out DIR [--seed N]
+    ocr-ft train tiny --texts-from JSONL --out DIR [--seed N] [--preset tiny|tiny-qwen-vl|...]
     ocr-ft train merge --base DIR --adapter DIR --out DIR [--check JSONL --data-dir DIR --check-n N]
     ocr-ft train llamafactory --out FILE --dataset-dir DIR [--config YAML] [--set key=value ...]
 """
@@ -38,10 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--dry-run", action="store_true", help="check data, config and token budgets; print the plan")
     t.add_argument("--json", action="store_true", help="print the plan / summary as JSON")
 
-    k = sub.add_parser("tiny", help="build the tiny GLM-OCR-architecture model offline")
+    k = sub.add_parser("tiny", help="build a tiny model of one family offline (default: GLM-OCR's `tiny`)")
     k.add_argument("--texts-from", required=True, type=Path, help="JSONL whose ground_truth_html trains the tokenizer")
     k.add_argument("--out", required=True, type=Path)
     k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--preset", default="tiny", help="tiny preset of a family (`ocr-ft models` lists them)")
 
     m = sub.add_parser("merge", help="merge an adapter into a full model (compared with the adapter with --check)")
     m.add_argument("--base", required=True)
@@ -132,11 +133,35 @@ def _cmd_train(a: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_tiny(a: argparse.Namespace) -> int:
-    from ocr_ft.train.tiny import build_tiny_model
+    from ocr_ft.train.families import family_by_preset, tiny_presets
 
+    family = family_by_preset(a.preset)
+    if family is None:
+        raise ValueError(f"unknown tiny preset {a.preset!r}; presets: {', '.join(tiny_presets())}")
     texts = [r.get("ground_truth_html", "") for r in read_jsonl(a.texts_from)]
-    out = build_tiny_model(a.out, texts, seed=a.seed)
-    print(f"tiny model written to {out}")
+    out = family.build_tiny(a.out, texts, seed=a.seed)
+    print(f"tiny model ({a.preset}, {family.title}) written to {out}")
+    return 0
+
+
+def models_main(argv: list[str] | None = None) -> int:
+    """``ocr-ft models``: one line per supported base-model family (name, Auto class, prompt, default hub id,
+    tiny preset), tab-separated; ``--json`` for a list of objects."""
+    from ocr_ft.train.families import list_families
+
+    p = argparse.ArgumentParser(prog="ocr-ft models", description="list the supported base-model families")
+    p.add_argument("--json", action="store_true", help="print JSON instead of one line per family")
+    a = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    fams = list_families()
+    if a.json:
+        print(json.dumps([{"name": f.name, "title": f.title, "model_types": list(f.model_types),
+                           "auto_class": f.auto_model_class, "prompt": f.table_prompt,
+                           "default_hub_id": f.default_hub_id, "tiny_preset": f.tiny_preset,
+                           "answer_format": f.answer_format, "llamafactory_template": f.llamafactory_template}
+                          for f in fams], ensure_ascii=False, indent=2))
+        return 0
+    for f in fams:
+        print(f.summary_line())
     return 0
 
 

@@ -81,7 +81,7 @@ def inspect_format(bundle: ProcessorBundle, image: Any, label: str, endpoint_mod
             part["image_url"]["url"] = url.split(",", 1)[0] + f",<{len(url)} characters of base64 left out>"
     col = lambda ids: collapse_image_runs(tok, ids, bundle.image_token_id, bundle.image_token)  # noqa: E731
     served = served_prompt(served_tokenizer or tok, request)
-    n_img = int(gen["mm_token_type_ids"].sum())
+    n_img = int((gen["input_ids"][0] == bundle.image_token_id).sum())
     return {
         "training_text": col(ex["input_ids"]),
         "supervised_text": tok.decode(sup, skip_special_tokens=False),
@@ -91,6 +91,8 @@ def inspect_format(bundle: ProcessorBundle, image: Any, label: str, endpoint_mod
         if served.count(bundle.image_token) == 1 else served,
         "image_tokens": n_img,
         "stop_token_ids": bundle.stop_token_ids,
+        "family": bundle.family.name,
+        "answer_format": bundle.family.answer_format,
         "min_pixels": bundle.min_pixels,
         "max_pixels": bundle.max_pixels,
     }
@@ -108,7 +110,7 @@ def probe(model: Any, bundle: ProcessorBundle, images: Sequence[Any], max_new_to
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ocr-ft inspect-format", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="base model directory or hub id (GLM-OCR, or the tiny model)")
+    p.add_argument("--model", required=True, help="base model directory, hub id or family name (any family of `ocr-ft models`, or a tiny preset's directory)")
     p.add_argument("--image", required=True, action="append", help="PNG of a table (repeat for --probe)")
     p.add_argument("--label", help="HTML label file of the (first) image")
     p.add_argument("--adapter", help="LoRA adapter directory or training run directory (config.yaml + adapter/)")
