@@ -1,0 +1,198 @@
+"""Every registered base-model family, offline on CPU through its tiny preset: registry lookups, inputs and
+token budget, a short training run that lowers the loss, the adapter reloading to the same outputs, the merge
+check, generation -> extract_html, inspect-format and the LLaMA-Factory export. Families added to the registry
+are tested here automatically."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+import yaml
+
+from ocr_ft.train.families import FAMILIES, UnknownFamilyError, family_of, get_family, list_families
+
+NAMES = list(FAMILIES)
+SAMPLE_HTML = '<table><tr><td rowspan="2">매출액</td><td>1,234</td></tr><tr><td>56</td></tr></table>'
+
+
+@pytest.fixture(scope="session")
+def family_model(tmp_path_factory, table_data):
+    """name -> the family's tiny preset directory, built once per session on the table labels."""
+    built: dict = {}
+    texts = [r["ground_truth_html"] for r in table_data["train"] + table_data["val"]] + [SAMPLE_HTML]
+
+    def get(name: str):
+        if name not in built:
+            fam = FAMILIES[name]
+            built[name] = fam.build_tiny(tmp_path_factory.mktemp(fam.tiny_preset) / "model", texts, seed=0)
+        return built[name]
+
+    return get
+
+
+def family_config(model_dir, **kw):
+    from ocr_ft.train.config import TINY_CONFIG_PATH, load_config
+
+    values = dict(base_model=str(model_dir), max_seq_len=640, max_pixels=28 * 28 * 48, learning_rate=1e-2,
+                  warmup_ratio=0.0, num_epochs=1, max_steps=6, per_device_batch_size=2,
+                  gradient_accumulation_steps=1, save_steps=100, logging_steps=1, eval_steps=None,
+                  max_eval_samples=2, report_to="none")
+    values.update(kw)
+    return load_config(TINY_CONFIG_PATH, **values)
+
+
+def cell_texts(html: str) -> list[str]:
+    return [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", html, re.S)]
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_lookups_and_unknown_model_type_lists_every_family():
+    assert NAMES[0] == "glm_ocr" and FAMILIES["glm_ocr"].tiny_preset == "tiny"
+    seen_types = [t for f in list_families() for t in f.model_types]
+    assert len(seen_types) == len(set(seen_types)), "a model_type is claimed by two families"
+    assert len({f.tiny_preset for f in list_families()}) == len(NAMES)
+    for fam in list_families():
+        for key in (fam.name, fam.tiny_preset, fam.default_hub_id):
+            assert family_of(key) is fam
+        for mt in fam.model_types:
+            assert family_of({"model_type": mt}) is fam
+    with pytest.raises(UnknownFamilyError) as err:
+        family_of({"model_type": "llama"})
+    assert "'llama'" in str(err.value) and all(name in str(err.value) for name in NAMES)
+    with pytest.raises(UnknownFamilyError, match="unknown model family 'nope'"):
+        get_family("nope")
+
+
+def test_check_model_dir_names_the_model_type_and_the_families(tmp_path):
+    from ocr_ft.train.modeling import BaseModelError, check_model_dir
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}), encoding="utf-8")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(BaseModelError) as err:
+        check_model_dir(tmp_path)
+    assert "'llama'" in str(err.value) and all(name in str(err.value) for name in NAMES)
+
+
+def test_family_name_resolves_to_its_hub_id_and_tiny_preset_asks_to_be_built():
+    from ocr_ft.train.modeling import BaseModelError, resolve_base_model
+
+    for fam in list_families():
+        assert resolve_base_model(fam.name) == fam.default_hub_id
+        with pytest.raises(BaseModelError, match=f"--preset {re.escape(fam.tiny_preset)}"):
+            resolve_base_model(fam.tiny_preset)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_answer_format_round_trip_keeps_the_cells(name):
+    fam = FAMILIES[name]
+    target = fam.to_target(SAMPLE_HTML)
+    assert target.strip()
+    html = fam.extract_html(target)
+    assert html.startswith("<table") and cell_texts(html) == cell_texts(SAMPLE_HTML)
+    assert fam.extract_html("") == "" and fam.extract_html("no table here") == ""
+
+
+def test_models_cli_prints_one_line_per_family(capsys):
+    from ocr_ft.cli import main
+
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(NAMES)
+    for line, fam in zip(lines, list_families()):
+        cols = line.split("\t")
+        assert cols[0] == fam.name and cols[1] == fam.auto_model_class and fam.default_hub_id in cols
+        assert repr(fam.table_prompt) in line and f"tiny={fam.tiny_preset}" in cols
+
+
+# --------------------------------------------------------------------------- per family, on the tiny preset
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tiny_preset_loads_with_the_family_prompt_and_exact_budget(name, family_model, table_data):
+    from ocr_ft.train.budget import check_budget
+    from ocr_ft.train.inputs import build_training_example, load_image
+    from ocr_ft.train.modeling import load_processor
+
+    fam = FAMILIES[name]
+    model_dir = family_model(name)
+    assert json.loads((model_dir / "config.json").read_text())["model_type"] in fam.model_types
+    bundle = load_processor(model_dir, family_config(model_dir, prompt="Table Recognition:"))
+    assert bundle.family is fam and bundle.prompt == fam.table_prompt  # seed prompt -> the family's own
+    assert bundle.eos_token_id in bundle.stop_token_ids
+    rec = table_data["train"][0]
+    report = check_budget(bundle, [rec], table_data["data_dir"], 640)
+    assert report.kept == [rec], report.left_out
+    ex = build_training_example(bundle, load_image(table_data["data_dir"] / rec["image_path"]), rec["ground_truth_html"])
+    count = report.counts[0]
+    assert count.total == len(ex["input_ids"])  # the budget is the real sequence length
+    assert count.image == ex["input_ids"].count(bundle.image_token_id) > 0
+    supervised = [t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100]
+    assert supervised[-1] == bundle.eos_token_id
+    assert bundle.tokenizer.decode(supervised[:-1]) == fam.to_target(rec["ground_truth_html"]).strip()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_training_lowers_loss_adapter_reloads_merge_and_generate(name, family_model, table_data, tmp_path):
+    from ocr_ft.train.inputs import load_image
+    from ocr_ft.train.modeling import generate_outputs, load_finetuned, merge_adapter
+    from ocr_ft.train.trainer import eval_loss, train
+
+    fam = FAMILIES[name]
+    model_dir = family_model(name)
+    cfg = family_config(model_dir)
+    records, val = table_data["train"][:4], table_data["val"][:2]
+    result = train(cfg, records, val, table_data["data_dir"], tmp_path / "run")
+    s = result.summary
+    assert s["steps"] == 6 and s["final_train_loss"] < s["initial_train_loss"]
+
+    model, bundle, run_cfg = load_finetuned(tmp_path / "run", device="cpu")
+    assert bundle.family is fam
+    again = eval_loss(model, bundle, val, table_data["data_dir"], 2, torch.device("cpu"))
+    assert again == pytest.approx(s["final_eval_loss"], rel=1e-4)  # the saved adapter is the trained one
+
+    image = load_image(table_data["data_dir"] / val[0]["image_path"])
+    [g] = generate_outputs(model, bundle, [image], max_new_tokens=12)
+    assert isinstance(g.text, str) and 0 < g.new_tokens <= 12
+    html = fam.extract_html(g.text)
+    assert html == "" or html.startswith("<table")
+
+    merged = merge_adapter(str(model_dir), result.adapter_dir, tmp_path / "merged", check_records=val[:1],
+                           data_dir=table_data["data_dir"], config=run_cfg, max_new_tokens=8)
+    assert merged.checked == 1 and (tmp_path / "merged" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inspect_format_prints_the_family_prompt(name, family_model, table_data, capsys):
+    from ocr_ft.train.inspect_format import main
+
+    model_dir = family_model(name)
+    image = table_data["data_dir"] / table_data["train"][0]["image_path"]
+    assert main(["--model", str(model_dir), "--image", str(image), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    fam = FAMILIES[name]
+    assert report["family"] == name and report["answer_format"] == fam.answer_format
+    assert report["image_tokens"] > 0 and f"×{report['image_tokens']}" in report["training_text"]
+    assert fam.table_prompt in report["generation_prompt_text"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_llamafactory_export_uses_the_family_template_or_says_why_not(name, family_model, tmp_path):
+    from ocr_ft.train.llamafactory import NoTemplateError, write_llamafactory_config
+
+    fam = FAMILIES[name]
+    cfg = family_config(family_model(name))
+    if fam.llamafactory_template is None:
+        with pytest.raises(NoTemplateError, match=re.escape(fam.title)):
+            write_llamafactory_config(cfg, tmp_path / "lf.yaml", dataset_dir=".")
+        return
+    path = write_llamafactory_config(cfg, tmp_path / "lf.yaml", dataset_dir=".")
+    text = path.read_text(encoding="utf-8")
+    y = yaml.safe_load(text)
+    assert y["template"] == fam.llamafactory_template and f"template {fam.llamafactory_template})" in text
+    assert y["model_name_or_path"] == str(family_model(name)) and y["freeze_vision_tower"] is True
