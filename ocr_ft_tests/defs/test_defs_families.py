@@ -1,0 +1,51 @@
+"""Another family's tiny preset through the graph: tiny_base_model builds the listed presets, lora_checkpoint
+trains on `base_model: tiny-qwen-vl` through Pipes, and the LLaMA-Factory export carries that family's prompt."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from factories import nested_html, write_pair
+from ocr_ft.defs.dataset import dataset_asset, llamafactory_export, splits
+from ocr_ft.defs.sources import folder_source, validated_asset
+from ocr_ft.defs.training import TRAINING_ASSETS, TrainingLauncher
+from ocr_ft.resources import OcrFtPaths
+from ocr_ft.train.families import get_family
+
+
+@pytest.mark.slow
+def test_tiny_qwen_vl_preset_trains_through_the_graph(tmp_path):
+    src = tmp_path / "src"
+    for i in range(8):
+        write_pair(src, f"t{i:02d}", i, html=nested_html(i, 1))
+    source, validated = folder_source("existing", str(src)), validated_asset("existing")
+    assets = [source, validated, dataset_asset([validated]), splits, llamafactory_export, *TRAINING_ASSETS]
+    resources = {"paths": OcrFtPaths(data_dir=str(tmp_path / "data")), "training_launcher": TrainingLauncher()}
+    run_config = {"ops": {
+        "splits": {"config": {"val_ratio": 0.25, "test_ratio": 0.0}},
+        "llamafactory_export": {"config": {"base_model": "qwen_vl"}},
+        "tiny_base_model": {"config": {"presets": ["tiny", "tiny-qwen-vl"]}},
+        "lora_checkpoint": {"config": {"base_model": "tiny-qwen-vl", "overrides": {
+            "max_steps": 3, "learning_rate": 0.01, "warmup_ratio": 0.0, "lr_scheduler": "constant",
+            "report_to": "none"}}},
+    }}
+    res = dg.materialize(assets, resources=resources, run_config=run_config, instance=dg.DagsterInstance.ephemeral())
+    assert res.success
+    mats = {e.asset_key.to_user_string(): e.materialization for e in res.get_asset_materialization_events()}
+
+    tiny = mats["tiny_base_model"].metadata
+    qwen_dir = Path(tiny["path_tiny-qwen-vl"].value)
+    assert json.loads((qwen_dir / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+    assert json.loads((Path(tiny["path"].value) / "config.json").read_text())["model_type"] == "glm_ocr"
+
+    ckpt = mats["lora_checkpoint"].metadata
+    assert ckpt["steps"].value == 3
+    run_cfg = (Path(ckpt["adapter_path"].value).parent / "config.yaml").read_text(encoding="utf-8")
+    assert str(qwen_dir) in run_cfg
+
+    export = Path(mats["llamafactory_export"].metadata["path"].value)
+    rows = json.loads((export / "train_sharegpt.json").read_text(encoding="utf-8"))
+    assert rows[0]["messages"][0]["content"] == "<image>" + get_family("qwen_vl").table_prompt
+    assert "template: qwen2_vl" in (export / "llamafactory_train.yaml").read_text(encoding="utf-8")
