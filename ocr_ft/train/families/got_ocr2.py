@@ -96,6 +96,13 @@ def view_size(bundle: Any) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def processor_size(bundle: Any) -> dict[str, int]:
+    """The image processor ``size`` (also written to a merged model's ``preprocessor_config.json``): the one
+    square view, whatever the pixel cap says."""
+    h, w = view_size(bundle)
+    return {"height": h, "width": w}
+
+
 def tokens_per_view(bundle: Any) -> int:
     """Image tokens of one view: the patch grid after the projector's two stride-2 convolutions."""
     h, w = view_size(bundle)
@@ -202,6 +209,7 @@ FAMILY = Family(
     image_token=IMAGE_TOKEN,
     image_tokens=image_tokens,
     process_image=process_image,
+    processor_size=processor_size,
     token_type_key=None,
     default_patch_size=PATCH_SIZE,
     default_merge_size=4,
