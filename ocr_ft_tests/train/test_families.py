@@ -196,3 +196,60 @@ def test_llamafactory_export_uses_the_family_template_or_says_why_not(name, fami
     y = yaml.safe_load(text)
     assert y["template"] == fam.llamafactory_template and f"template {fam.llamafactory_template})" in text
     assert y["model_name_or_path"] == str(family_model(name)) and y["freeze_vision_tower"] is True
+
+
+def _tiny_variant(qwen_dir, out, model_type):
+    """The tiny Qwen2.5-VL directory with its weights and config swapped for a tiny ``model_type`` model (same
+    tokenizer and token ids): Qwen2-VL (14-px patches) or Qwen3-VL (16-px patches, deepstack)."""
+    import shutil
+
+    import transformers as T
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    src = json.loads((qwen_dir / "config.json").read_text())
+    ids = {k: src[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
+    text = {k: src["text_config"][k] for k in ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")}
+    text.update(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2)
+    rope = {"rope_type": "default", "mrope_section": [8, 12, 12], "rope_theta": 10000.0}
+    if model_type == "qwen2_vl":
+        cfg = T.Qwen2VLConfig(text_config=dict(text, rope_parameters=rope), **ids, vision_config=dict(
+            depth=2, embed_dim=64, hidden_size=256, num_heads=2, mlp_ratio=2, patch_size=14))
+        model_cls, ip = T.Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil()
+    else:
+        cfg = T.Qwen3VLConfig(text_config=dict(text, head_dim=64, rope_parameters=dict(rope, mrope_interleaved=True)),
+                              **ids, vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2,
+                                                        out_hidden_size=256, patch_size=16, num_position_embeddings=64,
+                                                        deepstack_visual_indexes=[1]))
+        model_cls, ip = T.Qwen3VLForConditionalGeneration, Qwen2VLImageProcessorPil(patch_size=16)
+    shutil.copytree(qwen_dir, out)
+    (out / "model.safetensors").unlink()
+    torch.manual_seed(0)
+    model_cls(cfg).save_pretrained(out)
+    ip.save_pretrained(out)
+    return out
+
+
+@pytest.mark.skipif("qwen_vl" not in FAMILIES, reason="no Qwen-VL family registered")
+@pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen3_vl"])
+def test_qwen_vl_family_takes_qwen2_vl_and_qwen3_vl(model_type, family_model, table_data, tmp_path):
+    from ocr_ft.train.inputs import TrainingCollator, load_image
+    from ocr_ft.train.modeling import apply_lora, generate_outputs, load_model_and_processor, lora_module_names
+    from ocr_ft.train.trainer import answer_loss_sum
+
+    model_dir = _tiny_variant(family_model("qwen_vl"), tmp_path / model_type, model_type)
+    cfg = family_config(model_dir)
+    model, bundle = load_model_and_processor(model_dir, cfg, device="cpu")
+    assert type(model).__name__.lower().startswith(model_type.replace("_", "")) and bundle.family.name == "qwen_vl"
+    assert bundle.patch_size == (16 if model_type == "qwen3_vl" else 14)
+    recs = table_data["train"][:2]
+    images = [load_image(table_data["data_dir"] / r["image_path"]) for r in recs]
+    batch = TrainingCollator(bundle)([(im, r["ground_truth_html"]) for im, r in zip(images, recs)])
+    w, h = images[0].size
+    assert int((batch["input_ids"][0] == bundle.image_token_id).sum()) == bundle.family.image_tokens(bundle, w, h)
+    loss, n = answer_loss_sum(model, batch)
+    assert n > 0 and torch.isfinite(loss)
+    outs = generate_outputs(model, bundle, images, max_new_tokens=3, batch_size=2)  # left-padded batch
+    assert [0 < g.new_tokens <= 3 for g in outs] == [True, True]
+    names = lora_module_names(apply_lora(model, cfg))
+    assert names and all(".language_model." in x for x in names)
