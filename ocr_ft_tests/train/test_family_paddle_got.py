@@ -171,6 +171,10 @@ def test_got_ocr2_answer_is_latex_tabular_and_tokens_stay_whole(tiny):
     for label in LABELS:  # back to HTML: the cells, spans and nesting survive; only th/thead are lost
         assert fam.extract_html(fam.to_target(label)) == label.replace("th>", "td>").replace(
             "<thead>", "").replace("</thead>", "").replace("<tbody>", "").replace("</tbody>", "")
+    two = LABELS[0] + LABELS[2]
+    assert fam.to_target(two).count("\\begin{tabular}") == 3 and fam.extract_html(fam.to_target(two)) == two
+    with pytest.raises(ValueError, match="no table"):
+        fam.to_target("<p>text</p>")
     mmd = "# 재무상태표\n\n\\begin{tabular}{|c|c|}\n\\hline 구분 & 금액 \\\\\n\\hline 예금 & 1 \\\\\n\\hline\n\\end{tabular}"
     assert fam.extract_html(mmd) == "<table><tr><td>구분</td><td>금액</td></tr><tr><td>예금</td><td>1</td></tr></table>"
     assert fam.extract_html("plain OCR text") == ""

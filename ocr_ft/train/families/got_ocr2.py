@@ -66,10 +66,17 @@ def render_prompt(tokenizer: Any, prompt: str) -> str:
 
 
 def to_target(label_html: str) -> str:
-    """The ``tabular`` GOT is trained to write for a label."""
-    from ocr_ft.tables.latex import html_to_tabular
+    """The ``tabular`` GOT is trained to write for a label; a label of several tables gives one ``tabular``
+    each, a blank line apart (Mathpix Markdown's paragraphs), which :func:`to_html` reads back as many tables.
+    Raises :class:`ocr_ft.tables.latex.LatexTableError` (a ValueError) for a label without a table or with an
+    inconsistent grid (validation rejects those)."""
+    from ocr_ft.tables import parse_tables
+    from ocr_ft.tables.latex import LatexTableError, table_to_tabular
 
-    return html_to_tabular(label_html)
+    tables = parse_tables(label_html)
+    if not tables:
+        raise LatexTableError("the label holds no table")
+    return "\n\n".join(table_to_tabular(t) for t in tables)
 
 
 def to_html(text: str) -> str:
