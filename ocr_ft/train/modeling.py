@@ -438,7 +438,7 @@ def save_serving_files(out_dir: str | Path, bundle: ProcessorBundle, max_new_tok
     * the tokenizer with its chat template (``chat_template.jinja``): the template training rendered;
     * ``preprocessor_config.json`` whose ``size`` is the training pixel budget (``min_pixels``/``max_pixels``,
       as the processor's ``shortest_edge``/``longest_edge``) plus ``min_pixels``/``max_pixels`` keys, so
-      ``vllm serve`` resizes images to the training resolution;
+      ``vllm serve`` resizes images to the training resolution (a fixed-view family writes its ``size`` only);
     * ``generation_config.json`` (greedy, stop tokens; ``generation_config=False`` leaves it out).
     """
     out = Path(out_dir)
@@ -453,8 +453,10 @@ def save_serving_files(out_dir: str | Path, bundle: ProcessorBundle, max_new_tok
         ip.size = old_size
     path = out / "preprocessor_config.json"
     data = json.loads(path.read_text(encoding="utf-8"))
-    data["size"] = dict(bundle.processor_size)
-    data["min_pixels"], data["max_pixels"] = bundle.processor_size["shortest_edge"], bundle.processor_size["longest_edge"]
+    size = dict(bundle.processor_size)
+    data["size"] = size
+    if "shortest_edge" in size and "longest_edge" in size:  # area bounds (dynamic resolution); GOT: a fixed view
+        data["min_pixels"], data["max_pixels"] = size["shortest_edge"], size["longest_edge"]
     data["ocr_ft_pixel_budget"] = {"min_pixels": bundle.min_pixels, "max_pixels": bundle.max_pixels}
     atomic_write_json(path, data)
     if generation_config:
