@@ -142,6 +142,8 @@ class TrainPlan:
     train: BudgetReport
     val: BudgetReport
     numbers: dict[str, int]
+    family: str = ""  # the base model's family (ocr_ft.train.families)
+    prompt: str = ""  # the prompt the run trains with (the family's own for the seed default)
 
     @property
     def total_steps(self) -> int:
@@ -155,6 +157,8 @@ class TrainPlan:
         c = self.config
         return {
             "base_model": c.base_model,
+            "family": self.family,
+            "prompt": self.prompt,
             "train": self.train.stats(),
             "val": self.val.stats(),
             "left_out": {"train": [x.to_dict() for x in self.train.left_out],
@@ -172,7 +176,7 @@ class TrainPlan:
     def format(self) -> str:
         d = self.to_dict()
         lines = [
-            f"base model        {d['base_model']}",
+            f"base model        {d['base_model']}" + (f" ({d['family']}, prompt {d['prompt']!r})" if d["family"] else ""),
             f"train samples     {d['train']['kept']} kept, {d['train']['left_out']} left out "
             f"(max {d['train']['max_tokens']} tokens, mean {d['train']['mean_tokens']})",
             f"val samples       {d['val']['kept']} kept, {d['val']['left_out']} left out",
@@ -202,7 +206,7 @@ def plan(config: TrainConfig, records: Sequence[Any], data_dir: str | Path, val_
         bundle = load_processor(config.base_model, config)
     train = check_budget(bundle, records, data_dir, config.max_seq_len, decode=True)
     val = check_budget(bundle, val_records, data_dir, config.max_seq_len, decode=True)
-    return TrainPlan(config, train, val, schedule_numbers(len(train.kept), config))
+    return TrainPlan(config, train, val, schedule_numbers(len(train.kept), config), bundle.family.name, bundle.prompt)
 
 
 def generation_budget(tokenizer: Any, labels: Sequence[str], margin: float = 0.25, minimum: int = 64) -> int:

@@ -253,3 +253,14 @@ def test_qwen_vl_family_takes_qwen2_vl_and_qwen3_vl(model_type, family_model, ta
     assert [0 < g.new_tokens <= 3 for g in outs] == [True, True]
     names = lora_module_names(apply_lora(model, cfg))
     assert names and all(".language_model." in x for x in names)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dry_run_plan_names_the_family_and_its_prompt(name, family_model, table_data):
+    from ocr_ft.train.budget import plan
+
+    fam = FAMILIES[name]
+    p = plan(family_config(family_model(name)), table_data["train"][:4], table_data["data_dir"])
+    d = p.to_dict()
+    assert d["family"] == name and d["prompt"] == fam.table_prompt and d["train"]["kept"] == 4
+    assert f"({name}, prompt {fam.table_prompt!r})" in p.format()
