@@ -220,3 +220,18 @@ def test_families_are_registered_with_their_own_formats():
     assert get_family("paddleocr_vl") is paddleocr_vl.FAMILY and paddleocr_vl.FAMILY.answer_format == "otsl"
     assert get_family("got_ocr2") is got_ocr2.FAMILY and got_ocr2.FAMILY.answer_format == "latex"
     assert paddleocr_vl.FAMILY.llamafactory_template is None and got_ocr2.FAMILY.llamafactory_template is None
+
+
+@pytest.mark.parametrize("name", ["paddleocr_vl", "got_ocr2"])
+def test_batched_generation_equals_one_image_at_a_time(name, tiny):
+    """Left padding (PaddleOCR-VL: M-RoPE positions from mm_token_type_ids; GOT: plain positions) changes nothing."""
+    from ocr_ft.train.config import TINY_CONFIG_PATH, load_config
+    from ocr_ft.train.modeling import generate_outputs, load_model_and_processor
+
+    cfg = load_config(TINY_CONFIG_PATH, base_model=str(tiny[name]), max_pixels=28 * 28 * 64)
+    model, bundle = load_model_and_processor(tiny[name], cfg, device="cpu")
+    images = [table_image(230, 130), Image.effect_noise((120, 300), 60).convert("RGB")]
+    alone = [generate_outputs(model, bundle, [im], max_new_tokens=10)[0] for im in images]
+    together = generate_outputs(model, bundle, images, max_new_tokens=10, batch_size=2)
+    assert [g.raw for g in together] == [g.raw for g in alone]
+    assert all(0 < g.new_tokens <= 10 for g in together)
