@@ -264,3 +264,42 @@ def test_dry_run_plan_names_the_family_and_its_prompt(name, family_model, table_
     d = p.to_dict()
     assert d["family"] == name and d["prompt"] == fam.table_prompt and d["train"]["kept"] == 4
     assert f"({name}, prompt {fam.table_prompt!r})" in p.format()
+
+
+def test_qwen_vl_prompt_is_the_served_qwen2_5_vl_form_and_tokenizes_as_one_string(family_model, table_data):
+    from ocr_ft.train.inputs import build_prompt_inputs, load_image
+    from ocr_ft.train.modeling import load_processor
+
+    fam = FAMILIES["qwen_vl"]
+    bundle = load_processor(family_model("qwen_vl"), family_config(family_model("qwen_vl")))
+    text = bundle.tokenizer.apply_chat_template(fam.messages(bundle.prompt), tokenize=False, add_generation_prompt=True)
+    assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                    f"<|vision_start|><|image_pad|><|vision_end|>{fam.table_prompt}<|im_end|>\n<|im_start|>assistant\n")
+    image = load_image(table_data["data_dir"] / table_data["train"][0]["image_path"])
+    ours = build_prompt_inputs(bundle, image)
+    n = int(ours["image_grid_thw"].prod()) // 4
+    whole = bundle.tokenizer(text.replace("<|image_pad|>", "<|image_pad|>" * n), add_special_tokens=False)["input_ids"]
+    assert ours["input_ids"][0].tolist() == whole  # what Qwen2_5_VLProcessor's text expansion tokenizes
+    assert ours["mm_token_type_ids"][0].tolist() == [int(t == bundle.image_token_id) for t in whole]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_serving_preprocessor_config_resizes_like_training(name, family_model, table_data, tmp_path):
+    """What a server loads from the saved preprocessor_config.json gives the training pixels and grid."""
+    from transformers import AutoImageProcessor
+
+    from ocr_ft.train.inputs import image_fields, load_image
+    from ocr_ft.train.modeling import load_processor, save_serving_files
+
+    bundle = load_processor(family_model(name), family_config(family_model(name)))
+    save_serving_files(tmp_path, bundle)
+    served = AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
+    # larger than the tests' pixel cap, so the cap decides the resolution
+    image = load_image(table_data["data_dir"] / table_data["train"][1]["image_path"]).resize((840, 336))
+    ours, n = image_fields(bundle, image)
+    ref = served(images=[image], return_tensors="pt")
+    assert n == bundle.family.image_tokens(bundle, *image.size)
+    for key, value in ours.items():
+        assert ref[key].shape == value.shape and torch.allclose(ref[key].to(value.dtype), value), key
+    default = type(served)()(images=[image], return_tensors="pt")  # the processor's own defaults differ
+    assert default["pixel_values"].shape != ours["pixel_values"].shape
