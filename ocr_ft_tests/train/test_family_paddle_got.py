@@ -235,3 +235,24 @@ def test_batched_generation_equals_one_image_at_a_time(name, tiny):
     together = generate_outputs(model, bundle, images, max_new_tokens=10, batch_size=2)
     assert [g.raw for g in together] == [g.raw for g in alone]
     assert all(0 < g.new_tokens <= 10 for g in together)
+
+
+def test_own_training_formats_erniekit_and_got(tmp_path):
+    import json
+
+    from ocr_ft.storage import read_jsonl
+
+    n, left = paddleocr_vl.write_erniekit_jsonl(
+        [("images/a.png", LABELS[0]), ("images/b.png", LABELS[0] + LABELS[1])], tmp_path / "train.jsonl")
+    assert n == 1 and left[0][0] == "images/b.png" and "exactly one table" in left[0][1]
+    (row,) = read_jsonl(tmp_path / "train.jsonl")
+    assert row == {"image_info": [{"matched_text_index": 0, "image_url": "images/a.png"}],
+                   "text_info": [{"text": "Table Recognition:", "tag": "mask"},
+                                 {"text": paddleocr_vl.to_target(LABELS[0]), "tag": "no_mask"}]}
+    n, left = got_ocr2.write_got_json([("images/a.png", LABELS[2]), ("images/c.png", "<p>none</p>")],
+                                      tmp_path / "got.json")
+    assert n == 1 and left == [("images/c.png", "the label holds no table")]
+    (rec,) = json.loads((tmp_path / "got.json").read_text(encoding="utf-8"))
+    assert rec["image"] == "images/a.png"
+    assert rec["conversations"][0] == {"from": "human", "value": "<image>\nOCR with format: "}
+    assert got_ocr2.FAMILY.extract_html(rec["conversations"][1]["value"]) == LABELS[2]

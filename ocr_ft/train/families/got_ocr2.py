@@ -22,6 +22,8 @@
   1024 px. No ``image_grid_thw``, no ``mm_token_type_ids`` (plain 1-D RoPE).
 * Modules: ``model.language_model`` (LoRA), ``model.vision_tower`` (SAM encoder), ``model.multi_modal_projector``.
 * LLaMA-Factory (2026-08 tree) has no GOT-OCR 2.0 template: no export template.
+* :func:`write_got_json` writes samples as the JSON GOT's own ``train_GOT.py`` reads (``image`` +
+  human/gpt ``conversations``; seed 003).
 * Tiny preset ``tiny-got-ocr2``: the same architecture with a 256-px view (16 image tokens), a Qwen2 decoder of
   a few million parameters, a tokenizer trained here with GOT's special tokens and LaTeX table commands whole.
 """
@@ -138,6 +140,32 @@ def image_processor(view: int = 1024):
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
     return GotOcr2ImageProcessorPil(size={"height": view, "width": view})
+
+
+# --------------------------------------------------------------------------- GOT's own training data
+
+
+def got_record(image: str, label_html: str, prompt: str = TABLE_PROMPT) -> dict[str, Any]:
+    """One sample in the JSON GOT's ``train_GOT.py`` reads (seed 003; GOT README "Data format"): the image
+    path and a human/gpt turn pair, ``<image>\n`` + the prompt, then the ``tabular`` answer."""
+    return {"image": str(image), "conversations": [{"from": "human", "value": f"<image>\n{prompt}"},
+                                                   {"from": "gpt", "value": to_target(label_html)}]}
+
+
+def write_got_json(samples: Iterable[tuple[str, str]], path: str | Path,
+                   prompt: str = TABLE_PROMPT) -> tuple[int, list[tuple[str, str]]]:
+    """Write ``(image, label_html)`` samples as GOT's training JSON (one list) at ``path`` (atomically). Returns
+    the number written and ``(image, reason)`` of each sample left out (a label with no table or a broken grid)."""
+    from ocr_ft.storage import atomic_write_json
+
+    rows, left_out = [], []
+    for image, label in samples:
+        try:
+            rows.append(got_record(image, label, prompt))
+        except ValueError as exc:
+            left_out.append((str(image), str(exc)))
+    atomic_write_json(path, rows, indent=None)
+    return len(rows), left_out
 
 
 # --------------------------------------------------------------------------- tiny preset

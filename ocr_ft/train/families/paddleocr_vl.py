@@ -16,6 +16,8 @@ ERNIE-4.5-0.3B decoder, ``PaddleOCRVLForConditionalGeneration`` in transformers 
 * Modules: ``model.language_model`` (LoRA), ``model.visual`` (SigLIP tower), ``model.projector`` (never LoRA).
 * LLaMA-Factory (checked at its 2026-08 tree) has no PaddleOCR-VL template (``ernie_vl`` is ERNIE-4.5-VL's, a
   different prompt): no export template.
+* :func:`write_erniekit_jsonl` writes samples in ERNIEKit's SFT-VL JSONL (``image_info``/``text_info``, the
+  prompt ``mask``-ed, the OTSL answer ``no_mask``), PaddleOCR-VL's own fine-tuning route (seed 002).
 * Tiny preset ``tiny-paddleocr-vl``: the same architecture at a few million parameters, the real chat template,
   a tokenizer trained here with PaddleOCR-VL's special tokens and the OTSL tags kept whole.
 """
@@ -113,6 +115,33 @@ def image_processor():
     from transformers.models.paddleocr_vl.image_processing_pil_paddleocr_vl import PaddleOCRVLImageProcessorPil
 
     return PaddleOCRVLImageProcessorPil(**PREPROCESSOR)
+
+
+# --------------------------------------------------------------------------- ERNIEKit export
+
+
+def erniekit_record(image_url: str, label_html: str, prompt: str = TABLE_PROMPT) -> dict[str, Any]:
+    """One training sample in ERNIEKit's SFT-VL format, PaddleOCR-VL's own fine-tuning route (seed 002): the
+    image before the first text, the prompt masked, the OTSL answer trained. Raises ValueError (OTSLError) for a
+    label OTSL cannot hold."""
+    return {"image_info": [{"matched_text_index": 0, "image_url": str(image_url)}],
+            "text_info": [{"text": prompt, "tag": "mask"}, {"text": to_target(label_html), "tag": "no_mask"}]}
+
+
+def write_erniekit_jsonl(samples: Iterable[tuple[str, str]], path: str | Path,
+                         prompt: str = TABLE_PROMPT) -> tuple[int, list[tuple[str, str]]]:
+    """Write ``(image_url, label_html)`` samples as ERNIEKit JSONL at ``path`` (atomically). Returns the number
+    written and ``(image_url, reason)`` of each sample left out because OTSL cannot hold its label."""
+    from ocr_ft.storage import atomic_write_jsonl
+
+    rows, left_out = [], []
+    for url, label in samples:
+        try:
+            rows.append(erniekit_record(url, label, prompt))
+        except ValueError as exc:
+            left_out.append((str(url), str(exc)))
+    atomic_write_jsonl(path, rows)
+    return len(rows), left_out
 
 
 # --------------------------------------------------------------------------- tiny preset
