@@ -15,7 +15,8 @@ from typing import Any, Sequence
 from PIL import Image
 
 from ocr_ft.train.config import TrainConfig
-from ocr_ft.train.inputs import ImageSizeError, ProcessorBundle, TokenCount, count_tokens_many, num_image_tokens
+from ocr_ft.train.inputs import (ImageSizeError, ProcessorBundle, TokenCount, answer_text, count_tokens_many,
+                                 num_image_tokens)
 
 
 def field_of(record: Any, key: str, default: Any = None) -> Any:
@@ -42,7 +43,7 @@ def image_file(record: Any, data_dir: str | Path) -> Path:
 class LeftOut:
     name: str
     image_path: str
-    reason: str  # image_missing | image_unreadable | image_size | over_budget | empty_label
+    reason: str  # image_missing | image_unreadable | image_size | label_format | over_budget | empty_label
     detail: str
     tokens: int | None = None
 
@@ -106,9 +107,16 @@ def check_budget(bundle: ProcessorBundle, records: Sequence[Any], data_dir: str 
     for r, size in pending:
         try:
             num_image_tokens(bundle, *size)
-            sized.append((r, size))
         except ImageSizeError as exc:
             report.left_out.append(LeftOut(sample_name(r), str(image_file(r, data_dir)), "image_size", str(exc)))
+            continue
+        try:  # a family with its own table format may not hold every label (e.g. OTSL: one table per answer)
+            answer_text(bundle, field_of(r, "ground_truth_html"))
+        except ValueError as exc:
+            report.left_out.append(LeftOut(sample_name(r), str(image_file(r, data_dir)), "label_format",
+                                           f"label cannot be written as {bundle.family.answer_format}: {exc}"))
+            continue
+        sized.append((r, size))
     counts = count_tokens_many(bundle, [s for _, s in sized], [field_of(r, "ground_truth_html") for r, _ in sized])
     for (r, _), c in zip(sized, counts):
         if c.total > max_seq_len:

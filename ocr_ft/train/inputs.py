@@ -78,7 +78,7 @@ class ProcessorBundle:
     family: Any = field(default=None, repr=False)  # ocr_ft.train.families.Family; None: GLM-OCR
     image_token: str = field(init=False)
     image_token_id: int = field(init=False)
-    eos_token_id: int = field(init=False)  # appended to every answer
+    eos_token_id: int = field(init=False)  # appended to every answer (the family's answer_end_token, else EOS)
     pad_token_id: int = field(init=False)
     stop_token_ids: list[int] = field(init=False)  # EOS + the family's turn markers: generation stops at any
     prefix_ids: list[int] = field(init=False, repr=False)  # template tokens before the image tokens
@@ -96,14 +96,15 @@ class ProcessorBundle:
         tok = self.tokenizer
         self.image_token = getattr(tok, "image_token", None) or fam.image_token
         self.image_token_id = _token_id(tok, self.image_token, self.source)
-        if tok.eos_token_id is None:
+        end = _optional_token_id(tok, fam.answer_end_token) if fam.answer_end_token else None
+        if end is None and tok.eos_token_id is None:
             raise ValueError(f"tokenizer from {self.source or 'the base model'} has no EOS token")
-        self.eos_token_id = int(tok.eos_token_id)
+        self.eos_token_id = end if end is not None else int(tok.eos_token_id)
         self.pad_token_id = int(tok.pad_token_id) if tok.pad_token_id is not None else self.eos_token_id
-        stops = {self.eos_token_id}
+        stops = {self.eos_token_id} | ({int(tok.eos_token_id)} if tok.eos_token_id is not None else set())
         for t in fam.stop_tokens:
-            tid = tok.convert_tokens_to_ids(t)
-            if isinstance(tid, int) and tid != tok.unk_token_id and tid >= 0:
+            tid = _optional_token_id(tok, t)
+            if tid is not None:
                 stops.add(tid)
         self.stop_token_ids = sorted(stops)
         text = render_prompt(tok, self.prompt, fam)
@@ -129,6 +130,12 @@ class ProcessorBundle:
     @property
     def prompt_length(self) -> int:
         return len(self.prefix_ids) + len(self.suffix_ids)
+
+
+def _optional_token_id(tokenizer: Any, token: str) -> int | None:
+    """The id of ``token`` when the vocabulary has it (not unknown), else None."""
+    tid = tokenizer.convert_tokens_to_ids(token)
+    return tid if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0 else None
 
 
 def _token_id(tokenizer: Any, token: str, source: str) -> int:

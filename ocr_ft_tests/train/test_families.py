@@ -303,3 +303,36 @@ def test_serving_preprocessor_config_resizes_like_training(name, family_model, t
         assert ref[key].shape == value.shape and torch.allclose(ref[key].to(value.dtype), value), key
     default = type(served)()(images=[image], return_tensors="pt")  # the processor's own defaults differ
     assert default["pixel_values"].shape != ours["pixel_values"].shape
+
+
+def test_label_a_family_format_cannot_hold_is_left_out_by_name_and_answer_end_token(family_model, table_data):
+    """A family whose target format refuses a label (e.g. OTSL: one table per answer) leaves that sample out
+    with the reason, instead of failing the run; ``answer_end_token`` replaces EOS at the end of answers."""
+    import dataclasses
+
+    from ocr_ft.train.budget import check_budget
+    from ocr_ft.train.inputs import ProcessorBundle, build_training_example, load_image
+    from ocr_ft.train.modeling import load_processor
+
+    def one_table_only(html: str) -> str:
+        if html.count("<table") != 1:
+            raise ValueError(f"{html.count('<table')} tables")
+        return html
+
+    glm = load_processor(family_model("glm_ocr"), family_config(family_model("glm_ocr")))
+    fam = dataclasses.replace(FAMILIES["glm_ocr"], name="strict", to_target=one_table_only,
+                              answer_end_token="<|user|>")
+    bundle = ProcessorBundle(glm.tokenizer, glm.image_processor, glm.prompt, glm.min_pixels, glm.max_pixels,
+                             family=fam)
+    good = table_data["train"][0]
+    two = {**table_data["train"][1], "ground_truth_html": good["ground_truth_html"] * 2,
+           "metadata": {"original_filename": "two_tables.png"}}
+    report = check_budget(bundle, [good, two], table_data["data_dir"], 640)
+    assert report.kept == [good]
+    [out] = report.left_out
+    assert (out.name, out.reason) == ("two_tables.png", "label_format") and "2 tables" in out.detail
+
+    user = glm.tokenizer.convert_tokens_to_ids("<|user|>")
+    assert bundle.eos_token_id == user != glm.eos_token_id and {user, glm.eos_token_id} <= set(bundle.stop_token_ids)
+    ex = build_training_example(bundle, load_image(table_data["data_dir"] / good["image_path"]), good["ground_truth_html"])
+    assert ex["input_ids"][-1] == user and ex["labels"][-1] == user

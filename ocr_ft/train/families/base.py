@@ -61,6 +61,7 @@ class Family:
     to_target: Callable[[str], str] = identity  # label HTML -> the text the model is trained to write
     to_html: Callable[[str], str] = identity  # decoded model answer -> HTML text (tables are then extracted)
     stop_tokens: tuple[str, ...] = ()  # tokens besides EOS that end an answer (those absent from a vocab are skipped)
+    answer_end_token: str | None = None  # appended to every training answer; None (or absent from the vocab): EOS
     # --- image
     image_token: str = "<|image|>"  # the placeholder the template renders once and the inputs repeat n times
     resize: Callable[[Any, int, int], tuple[int, int]] | None = None

@@ -115,6 +115,7 @@ FAMILY = Family(
     chat_template_file=CHAT_TEMPLATE_PATH,
     fallback_template=FALLBACK_TEMPLATE,
     stop_tokens=STOP_TOKENS,
+    answer_end_token="<|im_end|>",  # the Instruct tokenizers' EOS too; a base checkpoint's may be <|endoftext|>
     image_token="<|image_pad|>",
     resize=resize,
     token_type_key="mm_token_type_ids",
