@@ -16,6 +16,9 @@ the cell also spans columns).
   unclosed ``tabular``, text in a slot a ``\\multirow`` covers, or a ``\\multirow`` running past the last
   row; otherwise (model output) a cut-off table is read to the end, a ``\\multirow`` is cut where a later
   row writes text under it, and one running past the end is cut at the last row.
+* Hostile input is bounded in both modes: a grid over ``max_slots`` raises
+  :class:`~ocr_ft.tables.TableTooLarge` as it grows, tabulars nested over :data:`MAX_NESTING` deep and spans
+  over :data:`ocr_ft.tables.MAX_SPAN` raise :class:`LatexTableError`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .model import MAX_GRID_SLOTS, MAX_SPAN, Cell, Row, Table, TableTooLarge, bu
 from .normalize import table_to_html
 
 BEGIN, END = "\\begin{tabular}", "\\end{tabular}"
+MAX_NESTING = 16  # tabulars inside tabulars; deeper is refused (labels nest 3 deep at most)
 _ESCAPES = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
             "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}"}
 _ESCAPE_RE = re.compile("|".join(re.escape(k) for k in _ESCAPES))
@@ -196,7 +200,7 @@ def _span_value(raw: str, what: str) -> int:
     return int(m.group(1))
 
 
-def _cell(raw: str, strict: bool) -> _Latex:
+def _cell(raw: str, strict: bool, depth: int = 1) -> _Latex:
     s = raw.strip()
     rowspan = colspan = 1
     for _ in range(2):  # \multicolumn{w}{spec}{\multirow{h}{*}{x}} or the other way round
@@ -233,7 +237,9 @@ def _cell(raw: str, strict: bool) -> _Latex:
         if cut is None and strict:
             raise LatexTableError(f"a nested \\begin{{tabular}} is never closed: {s[at:at + 40]!r}")
         segment = s[at:at + cut] if cut else s[at:]
-        tables.extend(tabular_to_tables(segment, strict))
+        if depth >= MAX_NESTING:
+            raise LatexTableError(f"tabulars nested over {MAX_NESTING} deep")
+        tables.extend(_table_from_body(body, strict, depth=depth + 1) for body, _ in _find_tabulars(segment, strict))
         s = s[:at] + " " + s[at + len(segment):]
     return _Latex(_plain(s), rowspan, colspan, tables)
 
@@ -256,11 +262,11 @@ def _plain(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def _table_from_body(body: str, strict: bool, max_slots: int = MAX_GRID_SLOTS) -> Table:
+def _table_from_body(body: str, strict: bool, max_slots: int = MAX_GRID_SLOTS, depth: int = 1) -> Table:
     rows_raw = _split(_RULES.sub(" ", body), "\\\\")
     if rows_raw and not rows_raw[-1].strip():
         rows_raw.pop()  # the row break after the last row
-    parsed = [[_cell(c, strict) for c in _split(r, "&")] for r in rows_raw]
+    parsed = [[_cell(c, strict, depth) for c in _split(r, "&")] for r in rows_raw]
     rows: list[list[_Latex]] = []
     active: dict[int, list] = {}  # start column -> [anchor cell, width, end row (exclusive), anchor row]
     width = 0

@@ -113,5 +113,10 @@ def test_limits_and_bad_input():
     assert len(tabular_to_tables(big, max_slots=60)[0].rows) == 30
     with pytest.raises(TableTooLarge):
         tabular_to_tables(big, max_slots=40)
+    deep = "\\begin{tabular}{c} " * 40 + "x" + " \\end{tabular}" * 40
+    with pytest.raises(LatexTableError, match="nested over 16 deep"):
+        tabular_to_tables(deep)
+    three = "\\begin{tabular}{c} a " * 3 + " \\end{tabular}" * 3
+    assert tabular_to_html(three, strict=True).count("<table>") == 3
     with pytest.raises(LatexTableError, match="expected text"):
         tabular_to_tables(None)  # type: ignore[arg-type]

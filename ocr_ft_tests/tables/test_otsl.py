@@ -205,6 +205,16 @@ def test_lenient_reading_always_gives_a_consistent_grid():
     assert [(c.text, c.rowspan, c.colspan) for c in l_shape.cells()] == [("a", 1, 2), ("", 1, 1), ("", 1, 1)]
 
 
+def test_lenient_width_is_the_median_row_and_a_runaway_row_is_cut_cheaply():
+    # a repetition loop: one row of 200,000 empty slots among 3-slot rows is cut back, quickly
+    runaway = "<fcel>a<fcel>b<fcel>c<nl>" * 3 + "<fcel>x" + "<ecel>" * 200_000 + "<nl>"
+    table = otsl_to_table(runaway, strict=False)
+    assert [len(r.cells) for r in table.rows] == [3, 3, 3, 3] and table.rows[3].cells[0].text == "x"
+    # the width never cuts a filled cell, even when most rows are shorter
+    wide = otsl_to_table("<fcel>a<nl><fcel>b<nl><fcel>c<ecel><ecel><fcel>d<nl>", strict=False)
+    assert [len(r.cells) for r in wide.rows] == [4, 4, 4]
+
+
 def test_grid_size_is_bounded_before_it_is_built():
     with pytest.raises(TableTooLarge):
         otsl_to_table("<ecel>" * 50 + "<nl>", max_slots=49)
