@@ -114,6 +114,19 @@ class ExportConfig(dg.Config):
                              description="Training config overlay the YAML mirrors (default: the seed recipe).")
 
 
+def _export_readme(family, prompt: str) -> dict:
+    """The export README for a base model family other than GLM-OCR (GLM-OCR's is the export's default)."""
+    if family.name == "glm_ocr":
+        return {}
+    template = family.llamafactory_template
+    lines = ["# ocr-ft LLaMA-Factory export", "",
+             f"Base model family: {family.title}. User turn: `<image>{prompt}`; assistant turn: the label HTML.",
+             f"Template: `{template}`." if template else "LLaMA-Factory has no template for this family, so no "
+             "training YAML is written; the ShareGPT data is still here.", ""]
+    note = [ln.lstrip("# ").rstrip() for ln in family.llamafactory_note.splitlines()]
+    return {"readme": "\n".join(lines + note) + "\n"}
+
+
 @dg.asset(deps=["splits"], group_name=GROUP, code_version="2", automation_condition=on_upstream_change,
           kinds={"python"}, description="LLaMA-Factory ShareGPT export with dataset_info.json and a training YAML "
           "(template glm_ocr) mirroring our config; a self-contained folder to copy to a GPU box.")
@@ -127,8 +140,9 @@ def llamafactory_export(context: dg.AssetExecutionContext, config: ExportConfig,
     data = {name: load_split(paths.sub("splits"), name) for name in SPLITS}
     out = paths.sub("export", "llamafactory")
     train_cfg = load_config(config.config_file or None, base_model=config.base_model)
-    prompt = effective_prompt(train_cfg, model_family(train_cfg))  # the base model family's table prompt
-    counts = export_llamafactory(data, paths.root, out, prompt=prompt)
+    family = model_family(train_cfg)
+    prompt = effective_prompt(train_cfg, family)  # the base model family's table prompt
+    counts = export_llamafactory(data, paths.root, out, prompt=prompt, **_export_readme(family, prompt))
     files = ["dataset_info.json", *(f"{s}_sharegpt.json" for s in SPLITS)]
     extra: dict = {}
     try:

@@ -49,3 +49,5 @@ def test_tiny_qwen_vl_preset_trains_through_the_graph(tmp_path):
     rows = json.loads((export / "train_sharegpt.json").read_text(encoding="utf-8"))
     assert rows[0]["messages"][0]["content"] == "<image>" + get_family("qwen_vl").table_prompt
     assert "template: qwen2_vl" in (export / "llamafactory_train.yaml").read_text(encoding="utf-8")
+    readme = (export / "README.md").read_text(encoding="utf-8")
+    assert "Qwen-VL" in readme and "`qwen2_vl`" in readme and "glm_ocr" not in readme
