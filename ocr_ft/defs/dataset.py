@@ -153,6 +153,16 @@ def llamafactory_export(context: dg.AssetExecutionContext, config: ExportConfig,
     except NoTemplateError as exc:  # the data export stands; only the training YAML cannot be written
         context.log.warning(f"exported {counts} to {out}; no LLaMA-Factory training YAML: {exc}")
         extra["training_yaml"] = f"none: {exc}"
+    if family.native_export is not None:  # the family's own fine-tuning format beside the ShareGPT files
+        for split, records in data.items():
+            name = f"{split}_{family.name}{family.native_export_suffix}"
+            samples = [(str(Path(r.image_path) if Path(r.image_path).is_absolute() else paths.root / r.image_path),
+                        r.ground_truth_html) for r in records]
+            written, left_out = family.native_export(samples, out / name)
+            files.append(name)
+            extra[f"{split}_{family.name}_count"] = written
+            if left_out:
+                context.log.warning(f"{name}: {len(left_out)} sample(s) left out, first: {left_out[0]}")
     version = sha256_json({f: sha256_file(out / f) for f in files})
     return dg.MaterializeResult(
         metadata={**{f"{k}_count": v for k, v in counts.items()}, "path": dg.MetadataValue.path(str(out)), **extra},

@@ -5,6 +5,7 @@
     ocr-ft train tiny --texts-from JSONL --out DIR [--seed N] [--preset tiny|tiny-qwen-vl|...]
     ocr-ft train merge --base DIR --adapter DIR --out DIR [--check JSONL --data-dir DIR --check-n N]
     ocr-ft train llamafactory --out FILE --dataset-dir DIR [--config YAML] [--set key=value ...]
+    ocr-ft train native-export --base-model NAME|DIR --split JSONL --data-dir DIR --out FILE
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     lf.add_argument("--output-dir", default="saves/glm-ocr-table-lora")
     lf.add_argument("--config", type=Path)
     lf.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    n = sub.add_parser("native-export", help="write a split in the base model family's own fine-tuning format "
+                       "(PaddleOCR-VL: ERNIEKit JSONL, GOT-OCR 2.0: GOT's JSON)")
+    n.add_argument("--base-model", required=True, help="family name, tiny preset name, or model directory")
+    n.add_argument("--split", required=True, type=Path, help="split JSONL (image_path + ground_truth_html)")
+    n.add_argument("--data-dir", required=True, type=Path, help="directory the records' image_path is relative to")
+    n.add_argument("--out", required=True, type=Path)
     return p
 
 
@@ -184,6 +191,25 @@ def _cmd_merge(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_native_export(a: argparse.Namespace) -> int:
+    from ocr_ft.train.families import family_of, list_families
+
+    family = family_of(a.base_model)
+    if family.native_export is None:
+        having = [f.name for f in list_families() if f.native_export is not None]
+        raise ValueError(f"{family.title} has no native export (use `ocr-ft train llamafactory`); families with one: "
+                         f"{', '.join(having) or 'none'}")
+    rows = read_jsonl(a.split)
+    samples = [(str(Path(r["image_path"]) if Path(r["image_path"]).is_absolute() else a.data_dir / r["image_path"]),
+                r.get("ground_truth_html", "")) for r in rows]
+    written, left_out = family.native_export(samples, a.out)
+    for image, reason in left_out:
+        print(f"left out {image}: {reason}", file=sys.stderr)
+    print(f"wrote {written} sample(s) as {family.native_export_format or family.title} to {a.out}"
+          + (f"; {len(left_out)} left out" if left_out else ""))
+    return 0 if written else 1
+
+
 def _cmd_llamafactory(a: argparse.Namespace) -> int:
     from ocr_ft.train.llamafactory import write_llamafactory_config
 
@@ -197,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0].startswith("--") and argv[0] not in ("--help",):
         argv = ["train", *argv]  # `ocr-ft train --train ...` means the train subcommand
     args = _parser().parse_args(argv)
-    handlers = {"train": lambda a: _cmd_train(a, argv), "tiny": _cmd_tiny, "merge": _cmd_merge, "llamafactory": _cmd_llamafactory}
+    handlers = {"train": lambda a: _cmd_train(a, argv), "tiny": _cmd_tiny, "merge": _cmd_merge, "llamafactory": _cmd_llamafactory,
+                "native-export": _cmd_native_export}
     try:
         return handlers[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:

@@ -336,3 +336,33 @@ def test_label_a_family_format_cannot_hold_is_left_out_by_name_and_answer_end_to
     assert bundle.eos_token_id == user != glm.eos_token_id and {user, glm.eos_token_id} <= set(bundle.stop_token_ids)
     ex = build_training_example(bundle, load_image(table_data["data_dir"] / good["image_path"]), good["ground_truth_html"])
     assert ex["input_ids"][-1] == user and ex["labels"][-1] == user
+
+
+NATIVE = [n for n in NAMES if FAMILIES[n].native_export is not None]
+
+
+@pytest.mark.parametrize("name", NATIVE)
+def test_native_export_cli_writes_the_family_format(name, table_data, tmp_path, capsys):
+    from ocr_ft.storage import atomic_write_jsonl
+    from ocr_ft.train.cli import main
+
+    fam = FAMILIES[name]
+    recs = table_data["train"][:3]
+    atomic_write_jsonl(tmp_path / "train.jsonl", recs)
+    out = tmp_path / f"train{fam.native_export_suffix}"
+    assert main(["native-export", "--base-model", name, "--split", str(tmp_path / "train.jsonl"),
+                 "--data-dir", str(table_data["data_dir"]), "--out", str(out)]) == 0
+    assert out.is_file() and out.stat().st_size > 0
+    assert f"wrote 3 sample(s) as {fam.native_export_format or fam.title}" in capsys.readouterr().out
+
+
+def test_native_export_refuses_a_family_without_one_naming_it(table_data, tmp_path, capsys):
+    from ocr_ft.storage import atomic_write_jsonl
+    from ocr_ft.train.cli import main
+
+    atomic_write_jsonl(tmp_path / "train.jsonl", table_data["train"][:1])
+    assert main(["native-export", "--base-model", "glm_ocr", "--split", str(tmp_path / "train.jsonl"),
+                 "--data-dir", str(table_data["data_dir"]), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "GLM-OCR has no native export" in err and "ocr-ft train llamafactory" in err
+    assert not (tmp_path / "x").exists()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -87,6 +87,11 @@ class Family:
     # --- export and training features
     llamafactory_template: str | None = None  # LLaMA-Factory template name; None: no export (see llamafactory_note)
     llamafactory_note: str = ""  # what the YAML header says about the template (or why there is none)
+    native_export: Callable[[Iterable[tuple[str, str]], Path], tuple[int, list[tuple[str, str]]]] | None = None
+    # (samples of (image path, label html), out file) -> (written, [(image, reason left out)]): the family's own
+    # fine-tuning data format (e.g. ERNIEKit JSONL, GOT's JSON); None: only the LLaMA-Factory export
+    native_export_format: str = ""  # what native_export writes, e.g. "ERNIEKit SFT-VL JSONL"
+    native_export_suffix: str = ".json"  # file suffix of that format
     supports_packing: bool = False
     notes: str = ""  # one line for `ocr-ft models` / the README
     extra: Mapping[str, Any] = field(default_factory=dict)  # anything family-specific
