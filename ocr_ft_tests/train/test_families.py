@@ -366,3 +366,22 @@ def test_native_export_refuses_a_family_without_one_naming_it(table_data, tmp_pa
     err = capsys.readouterr().err
     assert "GLM-OCR has no native export" in err and "ocr-ft train llamafactory" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_tiny_qwen_vl_is_deterministic_and_ships_the_real_template(tmp_path):
+    from ocr_ft.storage import sha256_file
+    from ocr_ft.train.families.qwen_vl import CHAT_TEMPLATE_PATH
+
+    fam = FAMILIES["qwen_vl"]
+
+    def digest(d):
+        return {p.name: sha256_file(p) for p in sorted(d.iterdir())}
+
+    a = digest(fam.build_tiny(tmp_path / "a", [SAMPLE_HTML], seed=3))
+    b = digest(fam.build_tiny(tmp_path / "b", [SAMPLE_HTML], seed=3))
+    c = digest(fam.build_tiny(tmp_path / "c", [SAMPLE_HTML], seed=4))
+    assert a == b and a["model.safetensors"] != c["model.safetensors"] and a["tokenizer.json"] == c["tokenizer.json"]
+    assert (tmp_path / "a" / "chat_template.jinja").read_text(encoding="utf-8") == CHAT_TEMPLATE_PATH.read_text(
+        encoding="utf-8")
+    with pytest.raises(ValueError, match="non-empty label"):
+        fam.build_tiny(tmp_path / "d", ["  "])
