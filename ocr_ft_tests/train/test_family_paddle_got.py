@@ -143,7 +143,10 @@ def test_got_ocr2_prompt_and_inputs_equal_the_official_processor(tiny):
     assert set(ours) == {"input_ids", "attention_mask", "pixel_values"}  # no grid, no token types
     ex = build_training_example(bundle, image, LABELS[0])
     answer = [t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100]
-    assert answer[-1] == bundle.tokenizer.convert_tokens_to_ids("<|im_end|>") == bundle.eos_token_id
+    im_end, endoftext = (bundle.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>"))
+    assert bundle.tokenizer.eos_token == "<|endoftext|>"  # Qwen's EOS, as the real GOT tokenizer has
+    assert answer[-1] == im_end == bundle.eos_token_id  # but answers end as GOT's training ends them
+    assert {im_end, endoftext} <= set(bundle.stop_token_ids)
 
 
 def test_got_ocr2_real_view_is_256_tokens_whatever_the_image(tiny):

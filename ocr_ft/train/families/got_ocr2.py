@@ -11,7 +11,9 @@
 
   (no line break after ``detail.``; the space before ``OCR`` is the processor's, whose query is
   ``f"{box} OCR..."``; GOT's own demo, ``run_ocr_2.0.py``, has none). The answer ends with ``<|im_end|>``.
-  ``OCR with format:`` (not plain ``OCR:``) is the task that writes tables as tables.
+  ``OCR with format:`` (not plain ``OCR:``) is the task that writes tables as tables. The tokenizer's EOS is
+  Qwen's ``<|endoftext|>`` (as in ``stepfun-ai/GOT-OCR-2.0-hf``), so ``answer_end_token`` makes training
+  answers end with ``<|im_end|>`` as GOT's own training does; generation stops at either.
 * The answer is a LaTeX ``tabular`` (:mod:`ocr_ft.tables.latex`): GOT's formatted output is Mathpix Markdown,
   tables as ``tabular`` with ``\\multirow``/``\\multicolumn``. Labels are written that way (``<th>``/``<thead>``
   lost, nested tables as nested ``tabular``s); model output is read leniently into the normalised HTML form;
@@ -25,7 +27,8 @@
 * :func:`write_got_json` writes samples as the JSON GOT's own ``train_GOT.py`` reads (``image`` +
   human/gpt ``conversations``; seed 003).
 * Tiny preset ``tiny-got-ocr2``: the same architecture with a 256-px view (16 image tokens), a Qwen2 decoder of
-  a few million parameters, a tokenizer trained here with GOT's special tokens and LaTeX table commands whole.
+  a few million parameters, a tokenizer trained here with GOT's special tokens (EOS ``<|endoftext|>``, like the
+  real one) and LaTeX table commands whole.
 """
 
 from __future__ import annotations
@@ -191,7 +194,7 @@ def build_tiny(out_dir: str | Path, texts: Iterable[str], seed: int = 0, vocab_s
             pass
     tokenizer = train_tokenizer(
         corpus, vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), chat_template="",
-        eos_token="<|im_end|>", pad_token="<|endoftext|>", extra_tokens=list(LATEX_TOKENS),
+        eos_token="<|endoftext|>", pad_token="<|endoftext|>", extra_tokens=list(LATEX_TOKENS),
     )
     tokenizer.chat_template = None  # GOT has no chat template (module docstring)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -199,7 +202,7 @@ def build_tiny(out_dir: str | Path, texts: Iterable[str], seed: int = 0, vocab_s
     per_view = math.ceil(math.ceil(TINY_VIEW / PATCH_SIZE / 2) / 2) ** 2
     config = GotOcr2Config(
         text_config=dict(TEXT_CONFIG, vocab_size=vocab, pad_token_id=ids["<|endoftext|>"],
-                         eos_token_id=ids["<|im_end|>"], bos_token_id=None),
+                         eos_token_id=ids["<|endoftext|>"], bos_token_id=None),
         vision_config=dict(VISION_CONFIG),
         image_token_index=ids[IMAGE_TOKEN], image_seq_length=per_view, tie_word_embeddings=True,
     )
@@ -241,6 +244,7 @@ FAMILY = Family(
     to_target=to_target,
     to_html=to_html,
     stop_tokens=STOP_TOKENS,
+    answer_end_token="<|im_end|>",
     image_token=IMAGE_TOKEN,
     image_tokens=image_tokens,
     process_image=process_image,
