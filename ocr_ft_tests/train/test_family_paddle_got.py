@@ -116,6 +116,7 @@ def test_paddleocr_vl_answer_is_otsl_and_tokens_stay_whole(tiny):
     html = fam.extract_html("Assistant: <fcel>a<fcel>b<nl><fcel>c<nl><lcel>d<ucel><nl>")
     assert html == '<table><tr><td>a</td><td>b</td></tr><tr><td>c</td><td rowspan="2"></td></tr><tr><td>d</td></tr></table>'
     assert fam.extract_html("<table><tr><td>x</td></tr></table>") == "<table><tr><td>x</td></tr></table>"
+    assert fam.extract_html("<fcel>a<fcel>b</s>") == "<table><tr><td>a</td><td>b</td></tr></table>"  # raw decode
     assert fam.extract_html("no table") == "" and fam.extract_html("<nl><nl>") == ""
 
 
@@ -181,6 +182,7 @@ def test_got_ocr2_answer_is_latex_tabular_and_tokens_stay_whole(tiny):
     mmd = "# 재무상태표\n\n\\begin{tabular}{|c|c|}\n\\hline 구분 & 금액 \\\\\n\\hline 예금 & 1 \\\\\n\\hline\n\\end{tabular}"
     assert fam.extract_html(mmd) == "<table><tr><td>구분</td><td>금액</td></tr><tr><td>예금</td><td>1</td></tr></table>"
     assert fam.extract_html("plain OCR text") == ""
+    assert fam.extract_html("\\begin{tabular}{c} a \\end{tabular}<|im_end|>") == "<table><tr><td>a</td></tr></table>"
 
 
 # --------------------------------------------------------------------------- both

@@ -89,6 +89,8 @@ def to_html(text: str) -> str:
     returned unchanged (the table extraction decides)."""
     from ocr_ft.tables.latex import looks_like_tabular, tabular_to_html
 
+    for t in SPECIAL_TOKENS:  # decoded with special tokens kept
+        text = (text or "").replace(t, "")
     if not text or "<table" in text.lower() or not looks_like_tabular(text):
         return text or ""
     return tabular_to_html(text, strict=False)

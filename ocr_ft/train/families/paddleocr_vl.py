@@ -69,9 +69,13 @@ def to_target(label_html: str) -> str:
 
 def to_html(text: str) -> str:
     """Model output as HTML: OTSL read leniently (PaddleX's repairs) into the normalised form; text that holds
-    a ``<table`` already, or no OTSL cell at all, is returned unchanged (the table extraction decides)."""
+    a ``<table`` already, or no OTSL cell at all, is returned unchanged (the table extraction decides). The
+    family's special tokens (``</s>``, image markers) are removed first, so text decoded with special tokens
+    kept works too."""
     from ocr_ft.tables.otsl import looks_like_otsl, otsl_to_html
 
+    for t in SPECIAL_TOKENS:  # decoded with special tokens kept (a vocabulary may mark the OTSL tags special)
+        text = (text or "").replace(t, "")
     if not text or "<table" in text.lower() or not looks_like_otsl(text):
         return text or ""
     start = min(text.find(t) for t in ("<fcel>", "<ecel>", "<ched>", "<rhed>", "<srow>", "<lcel>", "<ucel>", "<xcel>")
