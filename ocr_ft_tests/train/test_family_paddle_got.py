@@ -261,3 +261,9 @@ def test_own_training_formats_erniekit_and_got(tmp_path):
     assert rec["image"] == "images/a.png"
     assert rec["conversations"][0] == {"from": "human", "value": "<image>\nOCR with format: "}
     assert got_ocr2.FAMILY.extract_html(rec["conversations"][1]["value"]) == LABELS[2]
+
+
+def test_native_export_is_wired_for_both_families():
+    assert paddleocr_vl.FAMILY.native_export is paddleocr_vl.write_erniekit_jsonl
+    assert paddleocr_vl.FAMILY.native_export_suffix == ".jsonl" and "ERNIEKit" in paddleocr_vl.FAMILY.native_export_format
+    assert got_ocr2.FAMILY.native_export is got_ocr2.write_got_json and got_ocr2.FAMILY.native_export_suffix == ".json"

@@ -257,6 +257,9 @@ FAMILY = Family(
     language_model_path="model.language_model",
     vision_tower_path="model.vision_tower",
     llamafactory_template=None,
+    native_export=write_got_json,
+    native_export_format="GOT-OCR 2.0 train_GOT.py JSON (image + human/gpt conversations, tabular answers)",
+    native_export_suffix=".json",
     llamafactory_note=(
         "# No LLaMA-Factory template: LLaMA-Factory (2026-08) has none for GOT-OCR 2.0; GOT's own route is its\n"
         "# repository's train_GOT.py (deepspeed, seed 003) with ShareGPT-style human/gpt turns.\n"

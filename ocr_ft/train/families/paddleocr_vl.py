@@ -234,6 +234,9 @@ FAMILY = Family(
     language_model_path="model.language_model",
     vision_tower_path="model.visual",
     llamafactory_template=None,
+    native_export=write_erniekit_jsonl,
+    native_export_format="ERNIEKit SFT-VL JSONL (PaddleOCR-VL's own SFT route, OTSL answers)",
+    native_export_suffix=".jsonl",
     llamafactory_note=(
         "# No LLaMA-Factory template: LLaMA-Factory (2026-08) has none for PaddleOCR-VL (ernie_vl is ERNIE-4.5-VL's\n"
         "# prompt). PaddleOCR-VL's own SFT route is ERNIEKit (erniekit train, seed 002) with OTSL answers.\n"
