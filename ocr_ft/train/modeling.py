@@ -362,8 +362,8 @@ def lora_module_names(model: Any) -> list[str]:
 
 @dataclass
 class Generated:
-    """One image's generation: ``text`` (special tokens dropped; a family with its own table format has it
-    converted to HTML here), ``raw`` (special tokens kept, unconverted), ``truncated`` (cut off at
+    """One image's generation: ``text`` (special tokens dropped; a family with its own table format has its raw
+    output converted to HTML here instead), ``raw`` (special tokens kept, unconverted), ``truncated`` (cut off at
     ``max_new_tokens`` before any stop token), ``new_tokens`` (generated, up to the first stop token)."""
 
     text: str
@@ -393,7 +393,9 @@ def generate_outputs(model: Any, bundle: ProcessorBundle, images: Sequence[Any],
         texts = decode_generated(bundle, sequences, n)
         raws = decode_generated_raw(bundle, sequences, n)
         for row, text, raw in zip(sequences, texts, raws):
-            text = answer_as_html(bundle, text)
+            # a family with its own format converts the raw decode: a real vocabulary may mark its format tags
+            # (e.g. OTSL's <fcel>) special, and skip_special_tokens would drop them
+            text = text if bundle.family.answer_format == "html" else answer_as_html(bundle, raw)
             ids = row[n:].tolist()
             stop = next((k for k, t in enumerate(ids) if t in stops), None)
             out.append(Generated(text, raw, is_truncated(bundle, ids, max_new_tokens),

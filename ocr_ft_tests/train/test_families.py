@@ -385,3 +385,38 @@ def test_tiny_qwen_vl_is_deterministic_and_ships_the_real_template(tmp_path):
         encoding="utf-8")
     with pytest.raises(ValueError, match="non-empty label"):
         fam.build_tiny(tmp_path / "d", ["  "])
+
+
+def test_own_format_answers_are_converted_from_the_raw_decode(family_model, table_data):
+    """A family with its own format sees the output with special tokens kept (a real vocabulary may mark its
+    format tags special), up to the first stop token; `Generated.text` is the converted HTML."""
+    import dataclasses
+
+    from ocr_ft.train.inputs import ProcessorBundle, load_image
+    from ocr_ft.train.modeling import generate_outputs, load_processor
+
+    glm = load_processor(family_model("glm_ocr"), family_config(family_model("glm_ocr")))
+    tok = glm.tokenizer
+    seen = []
+
+    def to_html(text: str) -> str:  # "<sop>" (a special token here) marks a cell in this made-up format
+        seen.append(text)
+        cell = text.split("<sop>")[1].split("<|endoftext|>")[0]  # the family strips its own stop token
+        return f"<table><tr><td>{cell}</td></tr></table>"
+
+    fam = dataclasses.replace(FAMILIES["glm_ocr"], name="own", answer_format="own", to_html=to_html)
+    bundle = ProcessorBundle(tok, glm.image_processor, glm.prompt, glm.min_pixels, glm.max_pixels, family=fam)
+    answer = tok.encode("<sop>42", add_special_tokens=False) + [bundle.eos_token_id] + tok.encode("7", add_special_tokens=False)
+
+    class Stub(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def generate(self, input_ids, **kw):
+            return torch.cat([input_ids, torch.tensor([answer] * len(input_ids))], dim=1)
+
+    image = load_image(table_data["data_dir"] / table_data["train"][0]["image_path"])
+    [g] = generate_outputs(Stub(), bundle, [image], max_new_tokens=8)
+    assert seen == [g.raw] and "<sop>" in g.raw and "7" not in g.raw  # raw: special tokens kept, cut at the stop
+    assert g.text == "<table><tr><td>42</td></tr></table>" and g.new_tokens == len(answer) - 1
