@@ -294,6 +294,9 @@ def load_finetuned(run_dir: str | Path, device: str | torch.device | None = None
 _TARGET_SCOPES = {"all_linear": None, "attention": ("self_attn", "attn"), "mlp": ("mlp",)}
 
 
+_PEFT_LAYER_TYPES = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Embedding)
+
+
 def lora_target_regex(model: Any, vision_lora: bool = False, targets: str = "all_linear") -> str:
     """Regex (PEFT full-match on module names) selecting the linear layers of the language model, plus the
     vision tower's when ``vision_lora``. Scoped by module path: ``down_proj`` etc. exist in both towers.
@@ -313,15 +316,26 @@ def lora_target_regex(model: Any, vision_lora: bool = False, targets: str = "all
     for scope in scopes:
         prefix = names[id(scope)]
         linears = [n for n, m in scope.named_modules() if isinstance(m, torch.nn.Linear) and "." in n]
+        # modules PEFT cannot put LoRA on (blocks, norms, ...); a leaf pattern must not name one of them (a Conv the
+        # pattern happens to name, like GLM-OCR's patch_embed.proj, PEFT adapts: kept as it always was)
+        others = [f"{prefix}.{n}" for n, m in scope.named_modules() if n and not isinstance(m, _PEFT_LAYER_TYPES)]
+        scope_parts = []
         if wanted is None:
             leaves = sorted({n.rsplit(".", 1)[-1] for n in linears})
             if leaves:
-                parts.append(rf"{re.escape(prefix)}\.(?:.*\.)?(?:{'|'.join(map(re.escape, leaves))})")
-            continue
-        for parent in wanted:
-            leaves = sorted({n.rsplit(".", 1)[-1] for n in linears if n.rsplit(".", 2)[-2] == parent})
-            if leaves:
-                parts.append(rf"{re.escape(prefix)}\.(?:.*\.)?{re.escape(parent)}\.(?:{'|'.join(map(re.escape, leaves))})")
+                scope_parts.append(rf"{re.escape(prefix)}\.(?:.*\.)?(?:{'|'.join(map(re.escape, leaves))})")
+        else:
+            for parent in wanted:
+                leaves = sorted({n.rsplit(".", 1)[-1] for n in linears if n.rsplit(".", 2)[-2] == parent})
+                if leaves:
+                    scope_parts.append(rf"{re.escape(prefix)}\.(?:.*\.)?{re.escape(parent)}\.(?:{'|'.join(map(re.escape, leaves))})")
+        compact = re.compile("^(?:" + "|".join(scope_parts) + ")$") if scope_parts else None
+        if compact is not None and any(compact.match(n) for n in others):
+            # a leaf name also names a module PEFT cannot adapt (Qwen-VL's merger is mlp.0 / mlp.2, and "0" is
+            # also a vision block): list the selected linear layers by full name instead
+            chosen = [n for n in linears if compact.match(f"{prefix}.{n}")]
+            scope_parts = [rf"{re.escape(prefix)}\.(?:{'|'.join(map(re.escape, chosen))})"]
+        parts += scope_parts
     if not parts:
         raise BaseModelError(f"lora_targets={targets!r} selects no linear layer of {type(base).__name__}")
     return "^(?:" + "|".join(parts) + ")$"

@@ -422,3 +422,21 @@ def test_own_format_answers_are_converted_from_the_raw_decode(family_model, tabl
     [g] = generate_outputs(Stub(), bundle, [image], max_new_tokens=8)
     assert seen == [g.raw] and "<sop>" in g.raw and "7" not in g.raw  # raw: special tokens kept, cut at the stop
     assert g.text == "<table><tr><td>42</td></tr></table>" and g.new_tokens == len(answer) - 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lora_is_scoped_to_the_family_language_model_unless_vision_lora(name, family_model):
+    from ocr_ft.train.modeling import apply_lora, load_base_model, lora_module_names
+
+    fam = FAMILIES[name]
+    cfg = family_config(family_model(name))
+    lm, vis = fam.language_model_path + ".", fam.vision_tower_path + "."
+    plain = lora_module_names(apply_lora(load_base_model(cfg.base_model, torch.float32, cfg), cfg))
+    assert plain and all(n.startswith(lm) for n in plain)
+    both = lora_module_names(apply_lora(load_base_model(cfg.base_model, torch.float32, cfg), cfg.replace(vision_lora=True)))
+    assert set(plain) < set(both) and any(n.startswith(vis) for n in both)
+    assert all(n.startswith((lm, vis)) for n in both)
+    for targets in ("attention", "mlp"):  # narrower choices work on both towers too (no non-linear module hit)
+        some = lora_module_names(apply_lora(load_base_model(cfg.base_model, torch.float32, cfg),
+                                            cfg.replace(vision_lora=True, lora_targets=targets)))
+        assert some and set(some) < set(both)
