@@ -12,6 +12,7 @@ COMMANDS = {
     "evaluate": ("ocr_ft.evaluate.cli", "evaluate_main", "evaluate a model or endpoint on a test JSONL"),
     "teds": ("ocr_ft.evaluate.cli", "teds_main", "TEDS of PubTabNet-style prediction/ground-truth files"),
     "score": ("ocr_ft.evaluate.cli", "score_main", "score predictions: TEDS, TEDS-S, GriTS, CER, nesting"),
+    "models": ("ocr_ft.train.cli", "models_main", "list the supported base-model families, one a line"),
     "inspect-format": ("ocr_ft.train.inspect_format", "main", "show the exact training / eval / served prompt"),
     "dart": ("ocr_ft.sources.dart_cli", "main", "DART tools: `ocr-ft dart extract DOCUMENT --out DIR`"),
     "fss": ("ocr_ft.sources.scraped_cli", "fss_main", "FSS tools: `ocr-ft fss extract RESPONSE.json --out DIR [--render]`"),

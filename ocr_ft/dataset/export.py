@@ -53,8 +53,9 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def export_llamafactory(splits: dict[str, list[Record]], data_dir: str | Path, out_dir: str | Path,
-                        prompt: str = PROMPT) -> dict:
-    """Write the export atomically (the whole folder appears at once); return counts per split."""
+                        prompt: str = PROMPT, readme: str = FORMAT_README) -> dict:
+    """Write the export atomically (the whole folder appears at once); return counts per split. ``prompt`` and
+    ``readme`` default to GLM-OCR's; another base-model family passes its own."""
     data_dir = Path(data_dir)
     counts = {}
     with atomic_dir(out_dir) as tmp:
@@ -77,5 +78,5 @@ def export_llamafactory(splits: dict[str, list[Record]], data_dir: str | Path, o
                 "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
             }
         atomic_write_json(tmp / "dataset_info.json", info)
-        (tmp / "README.md").write_text(FORMAT_README, encoding="utf-8")
+        (tmp / "README.md").write_text(readme, encoding="utf-8")
     return counts

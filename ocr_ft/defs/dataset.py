@@ -114,6 +114,19 @@ class ExportConfig(dg.Config):
                              description="Training config overlay the YAML mirrors (default: the seed recipe).")
 
 
+def _export_readme(family, prompt: str) -> dict:
+    """The export README for a base model family other than GLM-OCR (GLM-OCR's is the export's default)."""
+    if family.name == "glm_ocr":
+        return {}
+    template = family.llamafactory_template
+    lines = ["# ocr-ft LLaMA-Factory export", "",
+             f"Base model family: {family.title}. User turn: `<image>{prompt}`; assistant turn: the label HTML.",
+             f"Template: `{template}`." if template else "LLaMA-Factory has no template for this family, so no "
+             "training YAML is written; the ShareGPT data is still here.", ""]
+    note = [ln.lstrip("# ").rstrip() for ln in family.llamafactory_note.splitlines()]
+    return {"readme": "\n".join(lines + note) + "\n"}
+
+
 @dg.asset(deps=["splits"], group_name=GROUP, code_version="2", automation_condition=on_upstream_change,
           kinds={"python"}, description="LLaMA-Factory ShareGPT export with dataset_info.json and a training YAML "
           "(template glm_ocr) mirroring our config; a self-contained folder to copy to a GPU box.")
@@ -121,17 +134,38 @@ def llamafactory_export(context: dg.AssetExecutionContext, config: ExportConfig,
     from ..train.config import load_config
     from ..train.llamafactory import write_llamafactory_config
 
+    from ..train.llamafactory import NoTemplateError, model_family
+    from ..train.modeling import effective_prompt
+
     data = {name: load_split(paths.sub("splits"), name) for name in SPLITS}
     out = paths.sub("export", "llamafactory")
-    counts = export_llamafactory(data, paths.root, out)
     train_cfg = load_config(config.config_file or None, base_model=config.base_model)
-    yaml_path = write_llamafactory_config(train_cfg, out / "llamafactory_train.yaml", dataset_dir=".")
-    files = ["dataset_info.json", "llamafactory_train.yaml", *(f"{s}_sharegpt.json" for s in SPLITS)]
+    family = model_family(train_cfg)
+    prompt = effective_prompt(train_cfg, family)  # the base model family's table prompt
+    counts = export_llamafactory(data, paths.root, out, prompt=prompt, **_export_readme(family, prompt))
+    files = ["dataset_info.json", *(f"{s}_sharegpt.json" for s in SPLITS)]
+    extra: dict = {}
+    try:
+        yaml_path = write_llamafactory_config(train_cfg, out / "llamafactory_train.yaml", dataset_dir=".")
+        files.append("llamafactory_train.yaml")
+        extra["training_yaml"] = dg.MetadataValue.path(str(yaml_path))
+        context.log.info(f"exported {counts} to {out}; train with: cd {out} && llamafactory-cli train {yaml_path.name}")
+    except NoTemplateError as exc:  # the data export stands; only the training YAML cannot be written
+        context.log.warning(f"exported {counts} to {out}; no LLaMA-Factory training YAML: {exc}")
+        extra["training_yaml"] = f"none: {exc}"
+    if family.native_export is not None:  # the family's own fine-tuning format beside the ShareGPT files
+        for split, records in data.items():
+            name = f"{split}_{family.name}{family.native_export_suffix}"
+            samples = [(str(Path(r.image_path) if Path(r.image_path).is_absolute() else paths.root / r.image_path),
+                        r.ground_truth_html) for r in records]
+            written, left_out = family.native_export(samples, out / name)
+            files.append(name)
+            extra[f"{split}_{family.name}_count"] = written
+            if left_out:
+                context.log.warning(f"{name}: {len(left_out)} sample(s) left out, first: {left_out[0]}")
     version = sha256_json({f: sha256_file(out / f) for f in files})
-    context.log.info(f"exported {counts} to {out}; train with: cd {out} && llamafactory-cli train {yaml_path.name}")
     return dg.MaterializeResult(
-        metadata={**{f"{k}_count": v for k, v in counts.items()}, "path": dg.MetadataValue.path(str(out)),
-                  "training_yaml": dg.MetadataValue.path(str(yaml_path))},
+        metadata={**{f"{k}_count": v for k, v in counts.items()}, "path": dg.MetadataValue.path(str(out)), **extra},
         data_version=dg.DataVersion(version),
     )
 

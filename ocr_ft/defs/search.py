@@ -12,7 +12,7 @@ from pydantic import Field
 
 from ..resources import OcrFtPaths
 from ..storage import atomic_write_json, read_jsonl, sha256_file
-from .training import GPU_TAGS, GROUP, TINY, LoraTrainingConfig, resolve_training_config
+from .training import GPU_TAGS, GROUP, TINY, LoraTrainingConfig, resolve_training_config, tiny_presets
 
 STORAGE_ENV = "OCR_FT_OPTUNA_STORAGE"  # e.g. postgresql://user:pass@host/db (docker/, k8s); default SQLite
 
@@ -99,7 +99,7 @@ def lora_search(context: dg.AssetExecutionContext, config: LoraSearchConfig, pat
     train_path, val_path = paths.sub("splits", "train.jsonl"), paths.sub("splits", "val.jsonl")
     if not train_path.is_file() or not val_path.is_file():
         raise dg.Failure(f"{train_path} or {val_path} is missing: materialize splits first")
-    objective = config.objective or ("eval_loss" if config.base_model == TINY else "teds")
+    objective = config.objective or ("eval_loss" if config.base_model in tiny_presets() else "teds")
     data_identity = sha256_file(train_path) + sha256_file(val_path) + str(config.train_subset)
     study_name = study_name_for(space, objective, identity + base_cfg.fingerprint(), data_identity)
     url = _storage_url(config, context.instance, paths)

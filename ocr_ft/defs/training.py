@@ -1,4 +1,4 @@
-"""Training assets: the tiny offline base model and the LoRA checkpoint (trained out of process via Pipes)."""
+"""Training assets: the tiny offline base models and the LoRA checkpoint (trained out of process via Pipes)."""
 
 import base64
 import json
@@ -28,35 +28,54 @@ K8S_GPU_STEP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"
 class TinyModelConfig(dg.Config):
     seed: int = Field(0, description="Seed of the tiny model's random weights.")
     vocab_size: int = Field(8192, description="Size of the tokenizer trained on the training labels.")
+    presets: list[str] = Field(default_factory=lambda: [TINY], description="Tiny presets to build, one per family "
+                               "(`ocr-ft models` lists them: tiny, tiny-qwen-vl, ...); base_model names one of them.")
+
+
+def tiny_presets() -> dict[str, Any]:
+    from ..train.families import tiny_presets as presets
+
+    return presets()
 
 
 @dg.asset(deps=["splits"], group_name=GROUP, code_version=TINY_CODE_VERSION, automation_condition=on_upstream_change,
-          kinds={"pytorch"}, description="A GLM-OCR-architecture model of a few million parameters with a tokenizer "
-          "trained on the training labels: the offline default base model, loaded with from_pretrained like real weights.")
+          kinds={"pytorch"}, description="Models of a few million parameters (GLM-OCR architecture by default; one per "
+          "listed family preset) with a tokenizer trained on the training labels: the offline base models, loaded "
+          "with from_pretrained like real weights.")
 def tiny_base_model(context: dg.AssetExecutionContext, config: TinyModelConfig, paths: OcrFtPaths) -> dg.MaterializeResult:
-    from ..train.tiny import build_tiny_model
-
+    known = tiny_presets()
+    bad = [p for p in config.presets if p not in known]
+    if bad or not config.presets:
+        raise dg.Failure(f"unknown tiny preset(s) {bad or config.presets}; presets: {', '.join(known)}")
     texts = [r["ground_truth_html"] for r in read_jsonl(paths.sub("splits", "train.jsonl"))]
-    version = sha256_json([TINY_CODE_VERSION, config.seed, config.vocab_size, texts])
-    out = paths.sub("models", TINY, version[:16])
-    if not (out / "config.json").is_file():
-        context.log.info(f"building the tiny model on {len(texts)} training labels")
-        build_tiny_model(out, texts, seed=config.seed, vocab_size=config.vocab_size)
-    else:
-        context.log.info(f"tiny model {out.name} already built for these labels")
-    atomic_write_json(paths.sub("models", TINY, "latest.json"), {"path": str(out), "data_version": version})
-    weights = sum(p.stat().st_size for p in out.glob("*.safetensors"))
-    return dg.MaterializeResult(
-        metadata={"path": dg.MetadataValue.path(str(out)), "labels": len(texts), "weights_mib": round(weights / 2**20, 2)},
-        data_version=dg.DataVersion(version),
-    )
+    versions, metadata = [], {"labels": len(texts)}
+    for preset in config.presets:
+        family = known[preset]
+        # the GLM-OCR preset keeps its version key (and so its folder) from before there were families
+        key = [TINY_CODE_VERSION, config.seed, config.vocab_size, texts] + ([] if preset == TINY else [preset])
+        version = sha256_json(key)
+        out = paths.sub("models", preset, version[:16])
+        if not (out / "config.json").is_file():
+            context.log.info(f"building the tiny {family.title} model ({preset}) on {len(texts)} training labels")
+            family.build_tiny(out, texts, seed=config.seed, vocab_size=config.vocab_size)
+        else:
+            context.log.info(f"tiny model {preset}/{out.name} already built for these labels")
+        atomic_write_json(paths.sub("models", preset, "latest.json"), {"path": str(out), "data_version": version})
+        weights = sum(p.stat().st_size for p in out.glob("*.safetensors"))
+        suffix = "" if preset == TINY else f"_{preset}"
+        metadata.update({f"path{suffix}": dg.MetadataValue.path(str(out)),
+                         f"weights_mib{suffix}": round(weights / 2**20, 2)})
+        versions.append(version)
+    return dg.MaterializeResult(metadata=metadata,
+                                data_version=dg.DataVersion(versions[0] if len(versions) == 1 else sha256_json(versions)))
 
 
 class LoraTrainingConfig(dg.Config):
     base_model: str = Field(
         default_factory=lambda: os.environ.get("OCR_FT_BASE_MODEL", TINY),
-        description="`tiny` (offline default, built by tiny_base_model), a local model directory, or a hub id such "
-        "as zai-org/GLM-OCR (env OCR_FT_BASE_MODEL).",
+        description="`tiny` (offline default, built by tiny_base_model) or another family's tiny preset (e.g. "
+        "`tiny-qwen-vl`, listed in tiny_base_model's presets), a family name (`qwen_vl`: its default hub id), a local "
+        "model directory, or a hub id such as zai-org/GLM-OCR (env OCR_FT_BASE_MODEL).",
     )
     config_file: str = Field(
         default_factory=lambda: os.environ.get("OCR_FT_TRAIN_CONFIG", ""),
@@ -74,10 +93,12 @@ def resolve_training_config(cfg: LoraTrainingConfig, paths: OcrFtPaths) -> tuple
 
     overrides = dict(cfg.overrides)
     config_file = cfg.config_file
-    if cfg.base_model == TINY:
-        pointer = paths.sub("models", TINY, "latest.json")
+    if cfg.base_model in tiny_presets():
+        pointer = paths.sub("models", cfg.base_model, "latest.json")
         if not pointer.is_file():
-            raise dg.Failure("base_model is `tiny` but tiny_base_model was never materialized; materialize it first")
+            hint = "" if cfg.base_model == TINY else f" with presets including {cfg.base_model!r}"
+            raise dg.Failure(f"base_model is `{cfg.base_model}` but tiny_base_model was never materialized{hint}; "
+                             f"materialize it first")
         info = json.loads(pointer.read_text(encoding="utf-8"))
         overrides["base_model"] = info["path"]
         identity = info["data_version"]

@@ -1,4 +1,5 @@
-"""Training room: config, model inputs, the tiny preset, model loading, the LoRA trainer, merge, plan.
+"""Training room: config, base-model families, model inputs, tiny presets, model loading, the LoRA trainer,
+merge, plan.
 
 Plain Python (no Dagster). Names are imported lazily so ``import ocr_ft.train`` does not pull in torch.
 
@@ -32,6 +33,9 @@ _EXPORTS = {
     "inspect_format": "inspect_format", "TrainPlan": "budget", "BudgetReport": "budget",
     "train": "trainer", "TrainResult": "trainer",
     "write_llamafactory_config": "llamafactory", "llamafactory_config": "llamafactory",
+    "FAMILIES": "families", "Family": "families", "get_family": "families", "family_of": "families",
+    "list_families": "families", "UnknownFamilyError": "families", "resolve_base_model": "modeling",
+    "family_for": "modeling",
 }
 
 __all__ = sorted(_EXPORTS)

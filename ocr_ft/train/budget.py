@@ -15,7 +15,8 @@ from typing import Any, Sequence
 from PIL import Image
 
 from ocr_ft.train.config import TrainConfig
-from ocr_ft.train.inputs import ImageSizeError, ProcessorBundle, TokenCount, count_tokens_many, num_image_tokens
+from ocr_ft.train.inputs import (ImageSizeError, ProcessorBundle, TokenCount, answer_text, count_tokens_many,
+                                 num_image_tokens)
 
 
 def field_of(record: Any, key: str, default: Any = None) -> Any:
@@ -42,7 +43,7 @@ def image_file(record: Any, data_dir: str | Path) -> Path:
 class LeftOut:
     name: str
     image_path: str
-    reason: str  # image_missing | image_unreadable | image_size | over_budget | empty_label
+    reason: str  # image_missing | image_unreadable | image_size | label_format | over_budget | empty_label
     detail: str
     tokens: int | None = None
 
@@ -106,9 +107,16 @@ def check_budget(bundle: ProcessorBundle, records: Sequence[Any], data_dir: str 
     for r, size in pending:
         try:
             num_image_tokens(bundle, *size)
-            sized.append((r, size))
         except ImageSizeError as exc:
             report.left_out.append(LeftOut(sample_name(r), str(image_file(r, data_dir)), "image_size", str(exc)))
+            continue
+        try:  # a family with its own table format may not hold every label (e.g. OTSL: one table per answer)
+            answer_text(bundle, field_of(r, "ground_truth_html"))
+        except ValueError as exc:
+            report.left_out.append(LeftOut(sample_name(r), str(image_file(r, data_dir)), "label_format",
+                                           f"label cannot be written as {bundle.family.answer_format}: {exc}"))
+            continue
+        sized.append((r, size))
     counts = count_tokens_many(bundle, [s for _, s in sized], [field_of(r, "ground_truth_html") for r, _ in sized])
     for (r, _), c in zip(sized, counts):
         if c.total > max_seq_len:
@@ -142,6 +150,8 @@ class TrainPlan:
     train: BudgetReport
     val: BudgetReport
     numbers: dict[str, int]
+    family: str = ""  # the base model's family (ocr_ft.train.families)
+    prompt: str = ""  # the prompt the run trains with (the family's own for the seed default)
 
     @property
     def total_steps(self) -> int:
@@ -155,6 +165,8 @@ class TrainPlan:
         c = self.config
         return {
             "base_model": c.base_model,
+            "family": self.family,
+            "prompt": self.prompt,
             "train": self.train.stats(),
             "val": self.val.stats(),
             "left_out": {"train": [x.to_dict() for x in self.train.left_out],
@@ -172,7 +184,7 @@ class TrainPlan:
     def format(self) -> str:
         d = self.to_dict()
         lines = [
-            f"base model        {d['base_model']}",
+            f"base model        {d['base_model']}" + (f" ({d['family']}, prompt {d['prompt']!r})" if d["family"] else ""),
             f"train samples     {d['train']['kept']} kept, {d['train']['left_out']} left out "
             f"(max {d['train']['max_tokens']} tokens, mean {d['train']['mean_tokens']})",
             f"val samples       {d['val']['kept']} kept, {d['val']['left_out']} left out",
@@ -202,7 +214,7 @@ def plan(config: TrainConfig, records: Sequence[Any], data_dir: str | Path, val_
         bundle = load_processor(config.base_model, config)
     train = check_budget(bundle, records, data_dir, config.max_seq_len, decode=True)
     val = check_budget(bundle, val_records, data_dir, config.max_seq_len, decode=True)
-    return TrainPlan(config, train, val, schedule_numbers(len(train.kept), config))
+    return TrainPlan(config, train, val, schedule_numbers(len(train.kept), config), bundle.family.name, bundle.prompt)
 
 
 def generation_budget(tokenizer: Any, labels: Sequence[str], margin: float = 0.25, minimum: int = 64) -> int:

@@ -2,9 +2,10 @@
 
     ocr-ft train [train] --train TRAIN.jsonl --val VAL.jsonl --data-dir DIR --out DIR
                          [--config YAML] [--set key=value ...] [--nproc N] [--dry-run]
-    ocr-ft train tiny --texts-from JSONL --out DIR [--seed N]
+    ocr-ft train tiny --texts-from JSONL --out DIR [--seed N] [--preset tiny|tiny-qwen-vl|...]
     ocr-ft train merge --base DIR --adapter DIR --out DIR [--check JSONL --data-dir DIR --check-n N]
     ocr-ft train llamafactory --out FILE --dataset-dir DIR [--config YAML] [--set key=value ...]
+    ocr-ft train native-export --base-model NAME|DIR --split JSONL --data-dir DIR --out FILE
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--dry-run", action="store_true", help="check data, config and token budgets; print the plan")
     t.add_argument("--json", action="store_true", help="print the plan / summary as JSON")
 
-    k = sub.add_parser("tiny", help="build the tiny GLM-OCR-architecture model offline")
+    k = sub.add_parser("tiny", help="build a tiny model of one family offline (default: GLM-OCR's `tiny`)")
     k.add_argument("--texts-from", required=True, type=Path, help="JSONL whose ground_truth_html trains the tokenizer")
     k.add_argument("--out", required=True, type=Path)
     k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--preset", default="tiny", help="tiny preset of a family (`ocr-ft models` lists them)")
 
     m = sub.add_parser("merge", help="merge an adapter into a full model (compared with the adapter with --check)")
     m.add_argument("--base", required=True)
@@ -60,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     lf.add_argument("--output-dir", default="saves/glm-ocr-table-lora")
     lf.add_argument("--config", type=Path)
     lf.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    n = sub.add_parser("native-export", help="write a split in the base model family's own fine-tuning format "
+                       "(PaddleOCR-VL: ERNIEKit JSONL, GOT-OCR 2.0: GOT's JSON)")
+    n.add_argument("--base-model", required=True, help="family name, tiny preset name, or model directory")
+    n.add_argument("--split", required=True, type=Path, help="split JSONL (image_path + ground_truth_html)")
+    n.add_argument("--data-dir", required=True, type=Path, help="directory the records' image_path is relative to")
+    n.add_argument("--out", required=True, type=Path)
     return p
 
 
@@ -132,11 +140,35 @@ def _cmd_train(a: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_tiny(a: argparse.Namespace) -> int:
-    from ocr_ft.train.tiny import build_tiny_model
+    from ocr_ft.train.families import family_by_preset, tiny_presets
 
+    family = family_by_preset(a.preset)
+    if family is None:
+        raise ValueError(f"unknown tiny preset {a.preset!r}; presets: {', '.join(tiny_presets())}")
     texts = [r.get("ground_truth_html", "") for r in read_jsonl(a.texts_from)]
-    out = build_tiny_model(a.out, texts, seed=a.seed)
-    print(f"tiny model written to {out}")
+    out = family.build_tiny(a.out, texts, seed=a.seed)
+    print(f"tiny model ({a.preset}, {family.title}) written to {out}")
+    return 0
+
+
+def models_main(argv: list[str] | None = None) -> int:
+    """``ocr-ft models``: one line per supported base-model family (name, Auto class, prompt, default hub id,
+    tiny preset), tab-separated; ``--json`` for a list of objects."""
+    from ocr_ft.train.families import list_families
+
+    p = argparse.ArgumentParser(prog="ocr-ft models", description="list the supported base-model families")
+    p.add_argument("--json", action="store_true", help="print JSON instead of one line per family")
+    a = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    fams = list_families()
+    if a.json:
+        print(json.dumps([{"name": f.name, "title": f.title, "model_types": list(f.model_types),
+                           "auto_class": f.auto_model_class, "prompt": f.table_prompt,
+                           "default_hub_id": f.default_hub_id, "tiny_preset": f.tiny_preset,
+                           "answer_format": f.answer_format, "llamafactory_template": f.llamafactory_template}
+                          for f in fams], ensure_ascii=False, indent=2))
+        return 0
+    for f in fams:
+        print(f.summary_line())
     return 0
 
 
@@ -159,6 +191,25 @@ def _cmd_merge(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_native_export(a: argparse.Namespace) -> int:
+    from ocr_ft.train.families import family_of, list_families
+
+    family = family_of(a.base_model)
+    if family.native_export is None:
+        having = [f.name for f in list_families() if f.native_export is not None]
+        raise ValueError(f"{family.title} has no native export (use `ocr-ft train llamafactory`); families with one: "
+                         f"{', '.join(having) or 'none'}")
+    rows = read_jsonl(a.split)
+    samples = [(str(Path(r["image_path"]) if Path(r["image_path"]).is_absolute() else a.data_dir / r["image_path"]),
+                r.get("ground_truth_html", "")) for r in rows]
+    written, left_out = family.native_export(samples, a.out)
+    for image, reason in left_out:
+        print(f"left out {image}: {reason}", file=sys.stderr)
+    print(f"wrote {written} sample(s) as {family.native_export_format or family.title} to {a.out}"
+          + (f"; {len(left_out)} left out" if left_out else ""))
+    return 0 if written else 1
+
+
 def _cmd_llamafactory(a: argparse.Namespace) -> int:
     from ocr_ft.train.llamafactory import write_llamafactory_config
 
@@ -172,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0].startswith("--") and argv[0] not in ("--help",):
         argv = ["train", *argv]  # `ocr-ft train --train ...` means the train subcommand
     args = _parser().parse_args(argv)
-    handlers = {"train": lambda a: _cmd_train(a, argv), "tiny": _cmd_tiny, "merge": _cmd_merge, "llamafactory": _cmd_llamafactory}
+    handlers = {"train": lambda a: _cmd_train(a, argv), "tiny": _cmd_tiny, "merge": _cmd_merge, "llamafactory": _cmd_llamafactory,
+                "native-export": _cmd_native_export}
     try:
         return handlers[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:

@@ -39,10 +39,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every knob of a LoRA fine-tune of GLM-OCR. Defaults are the seed recipe (``default.yaml``)."""
+    """Every knob of a LoRA fine-tune of a base model (GLM-OCR by default; any family of
+    ``ocr_ft.train.families``). Defaults are the seed recipe (``default.yaml``)."""
 
-    base_model: str = "zai-org/GLM-OCR"  # hub id or local model directory
-    prompt: str = "Table Recognition:"  # user text after the image
+    base_model: str = "zai-org/GLM-OCR"  # hub id, local model directory, or family name (-> its default hub id)
+    prompt: str = "Table Recognition:"  # user text with the image; this seed default = the family's own prompt
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05

@@ -1,4 +1,8 @@
-"""Model inputs for GLM-OCR, built from the tokenizer and the image processor directly.
+"""Model inputs for every base-model family, built from the tokenizer and the image processor directly.
+
+What is model-specific (prompt, chat template, image geometry, answer format) comes from the bundle's
+:class:`ocr_ft.train.families.Family` (``ocr_ft/train/families/README.md``); GLM-OCR, the default, is what
+the rest of this docstring describes.
 
 One code path for every machine: ``Glm46VProcessor`` needs a video processor (hence torchvision), so instead
 the chat template is rendered as text, its single ``<|image|>`` is expanded to
@@ -36,17 +40,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ocr_ft.train.config import MERGE_SIZE, PATCH_SIZE
+from ocr_ft.train.families.glm_ocr import FALLBACK_TEMPLATE, TURN_END_TOKENS as _TURN_END_TOKENS  # noqa: F401
 
 IGNORE_INDEX = -100
 DEFAULT_IMAGE_TOKEN = "<|image|>"
 # Text between the generation prompt (ending ``<|assistant|>\n``) and the answer: nothing (module docstring).
 ANSWER_PREFIX = ""
-# What the GLM-4.1V/GLM-OCR chat template renders for one image and one text part, used only when a
-# tokenizer carries no chat template.
-FALLBACK_TEMPLATE = "[gMASK]<sop><|user|>\n<|begin_of_image|>{image}<|end_of_image|>{prompt}<|assistant|>\n"
-# Turn markers that end an assistant answer in GLM chat models (stop tokens when present in the vocabulary).
-_TURN_END_TOKENS = ("<|user|>", "<|observation|>", "<|endoftext|>")
+# FALLBACK_TEMPLATE (what GLM-OCR's chat template renders for one image and one text part, used only when a
+# tokenizer carries no chat template) and GLM's turn-end stop tokens live with the family (families/glm_ocr.py).
 
 
 class ImageSizeError(ValueError):
@@ -74,11 +75,12 @@ class ProcessorBundle:
     min_pixels: int  # area bounds of the resized image, in pixels
     max_pixels: int
     source: str = ""  # where the tokenizer came from, for messages
+    family: Any = field(default=None, repr=False)  # ocr_ft.train.families.Family; None: GLM-OCR
     image_token: str = field(init=False)
     image_token_id: int = field(init=False)
-    eos_token_id: int = field(init=False)  # appended to every answer
+    eos_token_id: int = field(init=False)  # appended to every answer (the family's answer_end_token, else EOS)
     pad_token_id: int = field(init=False)
-    stop_token_ids: list[int] = field(init=False)  # EOS + GLM turn markers: generation stops at any of them
+    stop_token_ids: list[int] = field(init=False)  # EOS + the family's turn markers: generation stops at any
     prefix_ids: list[int] = field(init=False, repr=False)  # template tokens before the image tokens
     suffix_ids: list[int] = field(init=False, repr=False)  # template tokens after them (prompt, assistant turn)
     patch_size: int = field(init=False)
@@ -86,20 +88,26 @@ class ProcessorBundle:
     temporal_patch_size: int = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.family is None:
+            from ocr_ft.train.families import DEFAULT_FAMILY, get_family
+
+            self.family = get_family(DEFAULT_FAMILY)
+        fam = self.family
         tok = self.tokenizer
-        self.image_token = getattr(tok, "image_token", None) or DEFAULT_IMAGE_TOKEN
+        self.image_token = getattr(tok, "image_token", None) or fam.image_token
         self.image_token_id = _token_id(tok, self.image_token, self.source)
-        if tok.eos_token_id is None:
+        end = _optional_token_id(tok, fam.answer_end_token) if fam.answer_end_token else None
+        if end is None and tok.eos_token_id is None:
             raise ValueError(f"tokenizer from {self.source or 'the base model'} has no EOS token")
-        self.eos_token_id = int(tok.eos_token_id)
+        self.eos_token_id = end if end is not None else int(tok.eos_token_id)
         self.pad_token_id = int(tok.pad_token_id) if tok.pad_token_id is not None else self.eos_token_id
-        stops = {self.eos_token_id}
-        for t in _TURN_END_TOKENS:
-            tid = tok.convert_tokens_to_ids(t)
-            if isinstance(tid, int) and tid != tok.unk_token_id and tid >= 0:
+        stops = {self.eos_token_id} | ({int(tok.eos_token_id)} if tok.eos_token_id is not None else set())
+        for t in fam.stop_tokens:
+            tid = _optional_token_id(tok, t)
+            if tid is not None:
                 stops.add(tid)
         self.stop_token_ids = sorted(stops)
-        text = render_prompt(tok, self.prompt)
+        text = render_prompt(tok, self.prompt, fam)
         if text.count(self.image_token) != 1:
             raise ValueError(
                 f"the chat template of {self.source or 'the base model'} rendered {text.count(self.image_token)} "
@@ -109,20 +117,25 @@ class ProcessorBundle:
         self.prefix_ids = tok.encode(prefix, add_special_tokens=False)
         self.suffix_ids = tok.encode(suffix, add_special_tokens=False)
         ip = self.image_processor
-        self.patch_size = int(getattr(ip, "patch_size", PATCH_SIZE))
-        self.merge_size = int(getattr(ip, "merge_size", MERGE_SIZE))
-        self.temporal_patch_size = int(getattr(ip, "temporal_patch_size", 2))
+        self.patch_size = int(getattr(ip, "patch_size", None) or fam.default_patch_size)
+        self.merge_size = int(getattr(ip, "merge_size", None) or fam.default_merge_size)
+        self.temporal_patch_size = int(getattr(ip, "temporal_patch_size", None) or 2)
 
     @property
     def processor_size(self) -> dict[str, int]:
-        """The image processor's ``size``: its smart-resize compares ``temporal_patch_size * area`` to the
-        bounds, so the area bounds are scaled by it."""
-        t = self.temporal_patch_size
-        return {"shortest_edge": self.min_pixels * t, "longest_edge": self.max_pixels * t}
+        """The image processor's ``size`` for the pixel cap (the family's; GLM-OCR's smart-resize compares
+        ``temporal_patch_size * area`` to the bounds, so there the area bounds are scaled by it)."""
+        return self.family.processor_size(self)
 
     @property
     def prompt_length(self) -> int:
         return len(self.prefix_ids) + len(self.suffix_ids)
+
+
+def _optional_token_id(tokenizer: Any, token: str) -> int | None:
+    """The id of ``token`` when the vocabulary has it (not unknown), else None."""
+    tid = tokenizer.convert_tokens_to_ids(token)
+    return tid if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0 else None
 
 
 def _token_id(tokenizer: Any, token: str, source: str) -> int:
@@ -137,12 +150,21 @@ def prompt_messages(prompt: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
 
 
-def render_prompt(tokenizer: Any, prompt: str) -> str:
-    """The generation prompt for one image followed by ``prompt``, via the tokenizer's chat template, rendered
-    as a server renders it by default: ``add_generation_prompt=True`` and no template kwargs."""
+def render_prompt(tokenizer: Any, prompt: str, family: Any = None) -> str:
+    """The generation prompt for one image and ``prompt``, via the tokenizer's chat template, rendered as a
+    server renders it by default: ``add_generation_prompt=True`` and no template kwargs. ``family`` (default
+    GLM-OCR) may render it itself (``render_prompt``) and says the message order and the fallback template."""
+    if family is None:
+        from ocr_ft.train.families import DEFAULT_FAMILY, get_family
+
+        family = get_family(DEFAULT_FAMILY)
+    if family.render_prompt is not None:
+        return family.render_prompt(tokenizer, prompt)
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(prompt_messages(prompt), tokenize=False, add_generation_prompt=True)
-    return FALLBACK_TEMPLATE.format(image=DEFAULT_IMAGE_TOKEN, prompt=prompt)
+        return tokenizer.apply_chat_template(family.messages(prompt), tokenize=False, add_generation_prompt=True)
+    if family.fallback_template is None:
+        raise ValueError(f"the tokenizer has no chat template and family {family.name!r} has no fallback template")
+    return family.fallback_template.format(image=family.image_token, prompt=prompt)
 
 
 # --------------------------------------------------------------------------- image geometry
@@ -150,42 +172,38 @@ def render_prompt(tokenizer: Any, prompt: str) -> str:
 
 def resized_size(bundle: ProcessorBundle, width: int, height: int) -> tuple[int, int]:
     """(height, width) the image processor resizes a ``width`` x ``height`` image to (same arithmetic)."""
-    from transformers.models.glm46v.image_processing_pil_glm46v import smart_resize
-
-    t = bundle.temporal_patch_size
-    size = bundle.processor_size
-    try:
-        return smart_resize(
-            num_frames=t, height=height, width=width, temporal_factor=t,
-            factor=bundle.patch_size * bundle.merge_size,
-            min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"],
-        )
-    except ValueError as exc:
-        raise ImageSizeError(f"image of {width}x{height} px cannot be resized: {exc}") from None
+    if bundle.family.resize is None:
+        raise ImageSizeError(f"family {bundle.family.name!r} does not resize images dynamically")
+    return bundle.family.resize(bundle, width, height)
 
 
 def num_image_tokens(bundle: ProcessorBundle, width: int, height: int) -> int:
     """Image tokens for an image of this size under the bundle's pixel cap, from the size alone."""
-    h, w = resized_size(bundle, width, height)
-    return (h // bundle.patch_size) * (w // bundle.patch_size) // bundle.merge_size**2
+    return bundle.family.image_tokens(bundle, width, height)
 
 
 def count_tokens(bundle: ProcessorBundle, width: int, height: int, label: str) -> TokenCount:
     """Sequence length of one training sample: image tokens + template text + answer + EOS."""
     image = num_image_tokens(bundle, width, height)
-    label_n = len(bundle.tokenizer.encode(label.strip(), add_special_tokens=False)) + 1
+    label_n = len(bundle.tokenizer.encode(answer_text(bundle, label), add_special_tokens=False)) + 1
     return TokenCount(image=image, prompt=bundle.prompt_length, label=label_n,
                       total=image + bundle.prompt_length + label_n)
 
 
 def count_tokens_many(bundle: ProcessorBundle, sizes: Sequence[tuple[int, int]], labels: Sequence[str]) -> list[TokenCount]:
     """:func:`count_tokens` for many samples, tokenizing the labels in one batch. Raises ImageSizeError."""
-    encoded = bundle.tokenizer([lb.strip() for lb in labels], add_special_tokens=False)["input_ids"] if labels else []
+    encoded = (bundle.tokenizer([answer_text(bundle, lb) for lb in labels], add_special_tokens=False)["input_ids"]
+               if labels else [])
     out = []
     for (w, h), ids in zip(sizes, encoded):
         image = num_image_tokens(bundle, w, h)
         out.append(TokenCount(image, bundle.prompt_length, len(ids) + 1, image + bundle.prompt_length + len(ids) + 1))
     return out
+
+
+def answer_text(bundle: ProcessorBundle, label: str) -> str:
+    """The text the model is trained to write for the HTML ``label``: the family's target format, stripped."""
+    return bundle.family.to_target(label.strip()).strip()
 
 
 # --------------------------------------------------------------------------- images
@@ -220,59 +238,72 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def image_fields(bundle: ProcessorBundle, image: Image.Image) -> tuple[dict[str, torch.Tensor], int]:
+    """The family's image tensors (GLM-OCR, Qwen-VL: ``pixel_values`` + ``image_grid_thw``) for one image
+    under the bundle's pixel cap, and its number of image tokens."""
+    return bundle.family.process_image(bundle, to_rgb(image))
+
+
 def process_image(bundle: ProcessorBundle, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(pixel_values, image_grid_thw)`` for one image under the bundle's pixel cap."""
-    image = to_rgb(image)
-    resized_size(bundle, *image.size)  # raises ImageSizeError with the size named
-    out = bundle.image_processor(images=[image], size=bundle.processor_size, return_tensors="pt")
-    return out["pixel_values"], out["image_grid_thw"]
+    """``(pixel_values, image_grid_thw)`` for one image under the bundle's pixel cap (dynamic-resolution
+    families; :func:`image_fields` is the general form)."""
+    fields_, _ = image_fields(bundle, image)
+    return fields_["pixel_values"], fields_["image_grid_thw"]
 
 
 # --------------------------------------------------------------------------- sequences
 
 
-def _prompt_ids(bundle: ProcessorBundle, grid_thw: torch.Tensor) -> tuple[list[int], list[int]]:
-    n = int(grid_thw.prod().item()) // bundle.merge_size**2
-    ids = bundle.prefix_ids + [bundle.image_token_id] * n + bundle.suffix_ids
-    mm = [0] * len(bundle.prefix_ids) + [1] * n + [0] * len(bundle.suffix_ids)
-    return ids, mm
+# Keys of an example that are not extra per-token fields.
+_CORE_KEYS = ("input_ids", "labels", "attention_mask")
+
+
+def _prompt_example(bundle: ProcessorBundle, image: Image.Image) -> dict[str, Any]:
+    """``input_ids`` + the family's per-token fields (lists) + its image tensors, for the prompt of ``image``."""
+    tensors, n = image_fields(bundle, image)
+    ids, extra = bundle.family.prompt_fields(bundle, n)
+    return {"input_ids": ids, **extra, **tensors}
 
 
 def build_training_example(bundle: ProcessorBundle, image: Image.Image, label: str) -> dict[str, Any]:
-    """One sample: ``input_ids``/``labels``/``mm_token_type_ids`` lists plus the image tensors."""
-    pixel_values, grid = process_image(bundle, image)
-    prompt_ids, mm = _prompt_ids(bundle, grid[0])
+    """One sample: ``input_ids``/``labels`` and the family's per-token fields (GLM-OCR: ``mm_token_type_ids``)
+    as lists, plus the image tensors."""
+    ex = _prompt_example(bundle, image)
+    prompt_ids = ex.pop("input_ids")
     lead = bundle.tokenizer.encode(ANSWER_PREFIX, add_special_tokens=False) if ANSWER_PREFIX else []
-    answer = bundle.tokenizer.encode(label.strip(), add_special_tokens=False) + [bundle.eos_token_id]
-    return {
+    answer = bundle.tokenizer.encode(answer_text(bundle, label), add_special_tokens=False) + [bundle.eos_token_id]
+    out: dict[str, Any] = {
         "input_ids": prompt_ids + lead + answer,
         "labels": [IGNORE_INDEX] * (len(prompt_ids) + len(lead)) + answer,
-        "mm_token_type_ids": mm + [0] * (len(lead) + len(answer)),
-        "pixel_values": pixel_values,
-        "image_grid_thw": grid,
     }
+    for k, v in ex.items():
+        out[k] = list(v) + [0] * (len(lead) + len(answer)) if isinstance(v, list) else v
+    return out
 
 
 def build_prompt_inputs(bundle: ProcessorBundle, image: Image.Image) -> dict[str, torch.Tensor]:
     """Generation inputs (batch of one) for ``image``: pass them to ``model.generate(**inputs)``."""
-    pixel_values, grid = process_image(bundle, image)
-    ids, mm = _prompt_ids(bundle, grid[0])
-    return {
-        "input_ids": torch.tensor([ids], dtype=torch.long),
-        "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-        "mm_token_type_ids": torch.tensor([mm], dtype=torch.long),
-        "pixel_values": pixel_values,
-        "image_grid_thw": grid,
-    }
+    ex = _prompt_example(bundle, image)
+    ids = ex.pop("input_ids")
+    out = {"input_ids": torch.tensor([ids], dtype=torch.long), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+    for k, v in ex.items():
+        out[k] = torch.tensor([v], dtype=torch.long) if isinstance(v, list) else v
+    return out
 
 
 def collate(examples: Sequence[dict[str, Any]], pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
-    """Pad a list of examples (from :func:`build_training_example` or prompt-only dicts with list ids)."""
+    """Pad a list of examples (from :func:`build_training_example` or prompt-only dicts with list ids).
+
+    ``input_ids`` are padded with ``pad_token_id``, ``labels`` with -100, every other list field (per-token,
+    e.g. ``mm_token_type_ids``) with 0; tensor fields (image tensors) are concatenated on dim 0."""
     if not examples:
         raise ValueError("cannot collate an empty batch")
     longest = max(len(e["input_ids"]) for e in examples)
     has_labels = "labels" in examples[0]
-    batch: dict[str, list] = {"input_ids": [], "attention_mask": [], "mm_token_type_ids": []}
+    first = examples[0]
+    token_keys = [k for k, v in first.items() if k not in _CORE_KEYS and isinstance(v, list)]
+    tensor_keys = [k for k, v in first.items() if k not in _CORE_KEYS and not isinstance(v, list)]
+    batch: dict[str, list] = {"input_ids": [], "attention_mask": [], **{k: [] for k in token_keys}}
     if has_labels:
         batch["labels"] = []
     for e in examples:
@@ -284,23 +315,19 @@ def collate(examples: Sequence[dict[str, Any]], pad_token_id: int, padding_side:
 
         batch["input_ids"].append(padded(e["input_ids"], pad_token_id))
         batch["attention_mask"].append(padded([1] * n, 0))
-        batch["mm_token_type_ids"].append(padded(e["mm_token_type_ids"], 0))
+        for k in token_keys:
+            batch[k].append(padded(e[k], 0))
         if has_labels:
             batch["labels"].append(padded(e["labels"], IGNORE_INDEX))
     out = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
-    out["pixel_values"] = torch.cat([e["pixel_values"] for e in examples], dim=0)
-    out["image_grid_thw"] = torch.cat([e["image_grid_thw"] for e in examples], dim=0)
+    for k in tensor_keys:
+        out[k] = torch.cat([e[k] for e in examples], dim=0)
     return out
 
 
 def build_generation_batch(bundle: ProcessorBundle, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
     """Left-padded generation inputs for several images."""
-    examples = []
-    for image in images:
-        pixel_values, grid = process_image(bundle, image)
-        ids, mm = _prompt_ids(bundle, grid[0])
-        examples.append({"input_ids": ids, "mm_token_type_ids": mm, "pixel_values": pixel_values, "image_grid_thw": grid})
-    return collate(examples, bundle.pad_token_id, padding_side="left")
+    return collate([_prompt_example(bundle, image) for image in images], bundle.pad_token_id, padding_side="left")
 
 
 class TrainingCollator:

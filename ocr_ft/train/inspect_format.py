@@ -43,9 +43,17 @@ def collapse_image_runs(tokenizer: Any, ids: Sequence[int], image_token_id: int,
     return "".join(parts)
 
 
-def served_prompt(tokenizer: Any, request: dict[str, Any]) -> str:
+def served_prompt(tokenizer: Any, request: dict[str, Any], family: Any = None) -> str:
     """The request's messages rendered as an OpenAI-compatible server does: ``image_url`` parts become image
-    parts, the model's chat template, ``add_generation_prompt=True``, the request's ``chat_template_kwargs``."""
+    parts, the model's chat template, ``add_generation_prompt=True``, the request's ``chat_template_kwargs``.
+    A tokenizer without a chat template (GOT-OCR 2.0's: its processor writes the prompt by hand) gets the
+    ``family``'s own rendering of the request's text."""
+    if not getattr(tokenizer, "chat_template", None) and family is not None:
+        from ocr_ft.train.inputs import render_prompt
+
+        texts = [p.get("text", "") for m in request["messages"] if isinstance(m["content"], list)
+                 for p in m["content"] if p.get("type") == "text"]
+        return render_prompt(tokenizer, "".join(texts), family)
     messages = []
     for m in request["messages"]:
         content = m["content"]
@@ -80,8 +88,8 @@ def inspect_format(bundle: ProcessorBundle, image: Any, label: str, endpoint_mod
             url = part["image_url"]["url"]
             part["image_url"]["url"] = url.split(",", 1)[0] + f",<{len(url)} characters of base64 left out>"
     col = lambda ids: collapse_image_runs(tok, ids, bundle.image_token_id, bundle.image_token)  # noqa: E731
-    served = served_prompt(served_tokenizer or tok, request)
-    n_img = int(gen["mm_token_type_ids"].sum())
+    served = served_prompt(served_tokenizer or tok, request, bundle.family)
+    n_img = int((gen["input_ids"][0] == bundle.image_token_id).sum())
     return {
         "training_text": col(ex["input_ids"]),
         "supervised_text": tok.decode(sup, skip_special_tokens=False),
@@ -91,6 +99,8 @@ def inspect_format(bundle: ProcessorBundle, image: Any, label: str, endpoint_mod
         if served.count(bundle.image_token) == 1 else served,
         "image_tokens": n_img,
         "stop_token_ids": bundle.stop_token_ids,
+        "family": bundle.family.name,
+        "answer_format": bundle.family.answer_format,
         "min_pixels": bundle.min_pixels,
         "max_pixels": bundle.max_pixels,
     }
@@ -108,7 +118,7 @@ def probe(model: Any, bundle: ProcessorBundle, images: Sequence[Any], max_new_to
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ocr-ft inspect-format", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="base model directory or hub id (GLM-OCR, or the tiny model)")
+    p.add_argument("--model", required=True, help="base model directory, hub id or family name (any family of `ocr-ft models`, or a tiny preset's directory)")
     p.add_argument("--image", required=True, action="append", help="PNG of a table (repeat for --probe)")
     p.add_argument("--label", help="HTML label file of the (first) image")
     p.add_argument("--adapter", help="LoRA adapter directory or training run directory (config.yaml + adapter/)")

@@ -3,7 +3,9 @@
 The datasets are referenced by the names the data export writes into its ``dataset_info.json``:
 ``ocr_ft_train`` and ``ocr_ft_val``. LoRA targets: ``lora_target: all`` with ``freeze_vision_tower`` makes
 LLaMA-Factory put LoRA on every linear layer of the language model only (a comma list such as
-``down_proj`` would also hit the vision tower's layers of the same name).
+``down_proj`` would also hit the vision tower's layers of the same name). The ``template`` is the base model
+family's (GLM-OCR ``glm_ocr``, Qwen-VL ``qwen2_vl``, ...); a family LLaMA-Factory has no template for raises
+:class:`NoTemplateError` saying why.
 """
 
 from __future__ import annotations
@@ -19,7 +21,32 @@ from ocr_ft.train.config import TrainConfig
 
 TRAIN_DATASET = DATASET_NAMES["train"]
 VAL_DATASET = DATASET_NAMES["val"]
-TEMPLATE = "glm_ocr"
+TEMPLATE = "glm_ocr"  # the default family's
+
+
+class NoTemplateError(ValueError):
+    """The base model's family has no LLaMA-Factory template; the message says why."""
+
+
+def model_family(config: TrainConfig):
+    """The family of ``config.base_model`` (name, preset, known hub id or local dir; else its hub config)."""
+    from ocr_ft.train.families import UnknownFamilyError, family_of
+
+    try:
+        return family_of(config.base_model)
+    except UnknownFamilyError:
+        from ocr_ft.train.modeling import family_for
+
+        return family_for(config.base_model, config.local_files_only)
+
+
+def template_for(config: TrainConfig) -> str:
+    """LLaMA-Factory's template name for the base model's family; :class:`NoTemplateError` when it has none."""
+    fam = model_family(config)
+    if fam.llamafactory_template is None:
+        raise NoTemplateError(f"LLaMA-Factory has no template for {fam.title} (base model {config.base_model!r}): "
+                              f"{fam.llamafactory_note or 'no export for this family'}")
+    return fam.llamafactory_template
 
 
 # ``lora_targets`` -> LLaMA-Factory's ``lora_target`` (module leaf names; the vision tower stays frozen by
@@ -33,9 +60,12 @@ _LORA_TARGET = {
 
 def llamafactory_config(config: TrainConfig, dataset_dir: str | Path, output_dir: str | Path) -> dict[str, Any]:
     """The LLaMA-Factory ``llamafactory-cli train`` arguments equivalent to ``config``."""
+    from ocr_ft.train.modeling import resolve_base_model
+
+    template = template_for(config)
     return {
         # model
-        "model_name_or_path": config.base_model,
+        "model_name_or_path": resolve_base_model(config.base_model),
         "image_max_pixels": config.max_pixels,
         "image_min_pixels": config.min_pixels,
         "trust_remote_code": True,
@@ -53,7 +83,7 @@ def llamafactory_config(config: TrainConfig, dataset_dir: str | Path, output_dir
         "dataset": TRAIN_DATASET,
         "eval_dataset": VAL_DATASET,
         "dataset_dir": str(dataset_dir),
-        "template": TEMPLATE,
+        "template": template,
         "cutoff_len": config.max_seq_len,
         "overwrite_cache": True,
         "dataloader_num_workers": config.dataloader_workers,
@@ -88,14 +118,14 @@ def llamafactory_config(config: TrainConfig, dataset_dir: str | Path, output_dir
 def write_llamafactory_config(config: TrainConfig, path: str | Path, dataset_dir: str | Path,
                               output_dir: str | Path = "saves/glm-ocr-table-lora") -> Path:
     """Write the YAML to ``path`` (atomically). ``dataset_dir`` holds the export's ``dataset_info.json``."""
+    body_config = llamafactory_config(config, dataset_dir, output_dir)
+    fam = model_family(config)
     header = (
-        "# LLaMA-Factory (>= 0.9.5, template glm_ocr) equivalent of the ocr-ft training config.\n"
+        f"# LLaMA-Factory (>= 0.9.5, template {body_config['template']}) equivalent of the ocr-ft training config.\n"
         "# Run: llamafactory-cli train THIS_FILE\n"
-        "# Format: glm_ocr renders [gMASK]<sop><|user|>\\n<|begin_of_image|>...<|end_of_image|>Table Recognition:\n"
-        "# <|assistant|>\\n{html}<|endoftext|>, the text ocr-ft trains on and a server sends by default (no think\n"
-        "# block); it also puts the loss on the \\n after <|assistant|> (see the export's README.md).\n"
+        + fam.llamafactory_note +
         "# Note: LLaMA-Factory truncates to cutoff_len; the ocr-ft export leaves out samples whose estimated\n"
         "# tokens exceed it (`ocr-ft train --dry-run` counts them exactly with the model's tokenizer).\n"
     )
-    body = yaml.safe_dump(llamafactory_config(config, dataset_dir, output_dir), sort_keys=False, allow_unicode=True)
+    body = yaml.safe_dump(body_config, sort_keys=False, allow_unicode=True)
     return atomic_write_text(path, header + body)

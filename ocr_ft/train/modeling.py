@@ -1,4 +1,5 @@
-"""Load GLM-OCR (hub id or local directory), put LoRA on it, generate, and merge adapters.
+"""Load a base model of any registered family (GLM-OCR by default; hub id or local directory), put LoRA on
+it, generate, and merge adapters. What is model-specific comes from ``ocr_ft.train.families``.
 
 Public entry points for the rest of the project:
 
@@ -24,12 +25,12 @@ from ocr_ft.train.config import TrainConfig, load_config
 from ocr_ft.train.inputs import (ProcessorBundle, build_generation_batch, decode_generated, decode_generated_raw,
                                  is_truncated, load_image)
 
-MODEL_TYPE = "glm_ocr"
+MODEL_TYPE = "glm_ocr"  # the default family's model_type
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
 
 
 class BaseModelError(RuntimeError):
-    """The base model (or adapter) is missing, corrupt, or not a GLM-OCR model; the message names it."""
+    """The base model (or adapter) is missing, corrupt, or of no supported family; the message names it."""
 
 
 # --------------------------------------------------------------------------- environment
@@ -61,7 +62,7 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 def check_model_dir(path: str | Path) -> Path:
-    """Fail clearly unless ``path`` is a readable GLM-OCR model directory (config.json + weights)."""
+    """Fail clearly unless ``path`` is a readable model directory (config.json + weights) of a supported family."""
     p = Path(path).expanduser()
     if not p.is_dir():
         raise BaseModelError(f"base model directory not found: {p}")
@@ -72,17 +73,77 @@ def check_model_dir(path: str | Path) -> Path:
         raise BaseModelError(f"base model {p}: config.json is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BaseModelError(f"base model {p}: config.json is unreadable ({exc})") from None
-    if not isinstance(cfg, dict) or cfg.get("model_type") != MODEL_TYPE:
+    from ocr_ft.train.families import FAMILIES
+
+    if not isinstance(cfg, dict) or not any(cfg.get("model_type") in f.model_types for f in FAMILIES.values()):
         got = cfg.get("model_type") if isinstance(cfg, dict) else type(cfg).__name__
-        raise BaseModelError(f"base model {p}: expected a GLM-OCR model (model_type {MODEL_TYPE!r}), got {got!r}")
+        known = ", ".join(f"{f.name} ({'/'.join(f.model_types)})" for f in FAMILIES.values())
+        raise BaseModelError(f"base model {p}: expected a GLM-OCR model (model_type {MODEL_TYPE!r}) or another "
+                             f"supported family, got model_type {got!r}; supported families: {known}")
     if not any(any(p.glob(pattern)) for pattern in _WEIGHT_PATTERNS):
         raise BaseModelError(f"base model {p}: no weights found (expected model.safetensors or pytorch_model.bin)")
     return p
 
 
+def resolve_base_model(base_model: str | Path) -> str:
+    """``base_model`` as ``from_pretrained`` takes it: a family name (``glm_ocr``, ``qwen_vl``, ...) becomes its
+    default hub id; a tiny preset name must be built first (the Dagster graph does it; the CLI with
+    ``ocr-ft train tiny --preset NAME``) unless a directory of that name exists."""
+    from ocr_ft.train.families import FAMILIES, family_by_preset
+
+    base = str(base_model)
+    if base in FAMILIES and not Path(base).exists():
+        return FAMILIES[base].default_hub_id
+    fam = family_by_preset(base)
+    if fam is not None and not Path(base).exists():
+        raise BaseModelError(
+            f"base model {base!r} is the tiny {fam.title} preset, which is built, not downloaded: build it with "
+            f"`ocr-ft train tiny --preset {base} --texts-from LABELS.jsonl --out DIR` and pass DIR (the Dagster "
+            f"graph's tiny_base_model asset does this for `base_model: {base}`)")
+    return base
+
+
+def family_for(base_model: str | Path, local_files_only: bool | None = None) -> Any:
+    """The :class:`ocr_ft.train.families.Family` of ``base_model``: by name, preset, default hub id, a local
+    directory's config.json, or else the hub config's ``model_type``. Raises :class:`BaseModelError`."""
+    from ocr_ft.train.families import UnknownFamilyError, family_for_model_type, family_of
+
+    base = str(base_model)
+    p = Path(base).expanduser()
+    if p.exists() or base.startswith((".", "/", "~")):
+        check_model_dir(p)
+    try:
+        return family_of(base)
+    except UnknownFamilyError as exc:
+        if p.exists():
+            raise BaseModelError(str(exc)) from None
+    from transformers import AutoConfig
+
+    offline = resolve_local_files_only(local_files_only)
+    try:
+        hf_config = AutoConfig.from_pretrained(base, local_files_only=offline)
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(base, "config", exc, offline) from exc
+    try:
+        return family_for_model_type(getattr(hf_config, "model_type", None), f"base model {base!r}")
+    except UnknownFamilyError as exc:
+        raise BaseModelError(str(exc)) from None
+
+
+def effective_prompt(config: TrainConfig, family: Any) -> str:
+    """The prompt a run uses: ``config.prompt``, except that the seed default (GLM-OCR's ``Table Recognition:``)
+    stands for "the family's own table prompt" when the base model is of another family."""
+    from ocr_ft.train.families import DEFAULT_FAMILY, get_family
+
+    default = get_family(DEFAULT_FAMILY).table_prompt
+    if config.prompt == default and family.name != DEFAULT_FAMILY:
+        return family.table_prompt
+    return config.prompt
+
+
 def _source(base_model: str | Path, local_files_only: bool) -> tuple[str, dict[str, Any]]:
     """Resolve ``base_model`` to what ``from_pretrained`` takes, checking local directories up front."""
-    base = str(base_model)
+    base = resolve_base_model(base_model)
     p = Path(base).expanduser()
     if p.exists() or base.startswith((".", "/", "~")):
         return str(check_model_dir(p)), {"local_files_only": True}
@@ -108,18 +169,22 @@ def load_processor(
     config = config or load_config()
     offline = resolve_local_files_only(config.local_files_only if local_files_only is None else local_files_only)
     src, kw = _source(base_model, offline)
+    family = family_for(src, offline)
     try:
         tokenizer = AutoTokenizer.from_pretrained(src, **kw)
     except Exception as exc:  # noqa: BLE001 - re-raised with the model named
         raise _wrap(str(base_model), "tokenizer", exc, offline) from exc
     backend = None if config.image_backend == "auto" else config.image_backend
     try:
-        image_processor = AutoImageProcessor.from_pretrained(src, backend=backend, **kw)
+        if family.load_image_processor is not None:
+            image_processor = family.load_image_processor(src, backend, kw)
+        else:
+            image_processor = AutoImageProcessor.from_pretrained(src, backend=backend, **kw)
     except Exception as exc:  # noqa: BLE001
         raise _wrap(str(base_model), "image processor (preprocessor_config.json)", exc, offline) from exc
     try:
-        return ProcessorBundle(tokenizer, image_processor, config.prompt, config.min_pixels, config.max_pixels,
-                               source=str(base_model))
+        return ProcessorBundle(tokenizer, image_processor, effective_prompt(config, family), config.min_pixels,
+                               config.max_pixels, source=str(base_model), family=family)
     except ValueError as exc:
         raise BaseModelError(str(exc)) from exc
 
@@ -132,11 +197,12 @@ def load_model_and_processor(
     dtype: torch.dtype | None = None,
     local_files_only: bool | None = None,
 ) -> tuple[Any, ProcessorBundle]:
-    """Load ``base_model`` (hub id or local dir) for inference, with the LoRA adapter at ``adapter_dir`` if given.
+    """Load ``base_model`` (hub id, local dir or family name) for inference, with the LoRA adapter at
+    ``adapter_dir`` if given.
 
-    ``config`` supplies the prompt, pixel cap, precision and image backend (seed defaults when None). The
-    model is in eval mode on ``device`` (CUDA when available). Raises :class:`BaseModelError` naming the model
-    when it is missing, corrupt or not GLM-OCR.
+    ``config`` supplies the prompt, pixel cap, precision and image backend (seed defaults when None; the seed
+    prompt means the family's own). The model is in eval mode on ``device`` (CUDA when available). Raises
+    :class:`BaseModelError` naming the model when it is missing, corrupt or of no supported family.
     """
     config = config or load_config()
     bundle = load_processor(base_model, config, local_files_only)
@@ -151,9 +217,12 @@ def load_model_and_processor(
 
 def load_base_model(base_model: str | Path, dtype: torch.dtype, config: TrainConfig | None = None,
                     local_files_only: bool | None = None, **load_kwargs: Any) -> Any:
-    """The bare ``GlmOcrForConditionalGeneration`` (on CPU, in ``dtype``; ``load_kwargs`` such as
-    ``quantization_config`` / ``device_map`` go to ``from_pretrained``)."""
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    """The bare ``*ForConditionalGeneration`` of the family's Auto class (on CPU, in ``dtype``; ``load_kwargs``
+    such as ``quantization_config`` / ``device_map`` go to ``from_pretrained``)."""
+    import transformers
+    from transformers import AutoConfig
+
+    from ocr_ft.train.families import UnknownFamilyError, family_for_model_type
 
     config = config or load_config()
     offline = resolve_local_files_only(config.local_files_only if local_files_only is None else local_files_only)
@@ -162,11 +231,13 @@ def load_base_model(base_model: str | Path, dtype: torch.dtype, config: TrainCon
         hf_config = AutoConfig.from_pretrained(src, **kw)
     except Exception as exc:  # noqa: BLE001
         raise _wrap(str(base_model), "config", exc, offline) from exc
-    if getattr(hf_config, "model_type", None) != MODEL_TYPE:
-        raise BaseModelError(f"base model {base_model!r}: expected model_type {MODEL_TYPE!r}, "
-                             f"got {getattr(hf_config, 'model_type', None)!r}")
     try:
-        model = AutoModelForImageTextToText.from_pretrained(src, config=hf_config, dtype=dtype, **kw, **load_kwargs)
+        family = family_for_model_type(getattr(hf_config, "model_type", None), f"base model {base_model!r}")
+    except UnknownFamilyError as exc:
+        raise BaseModelError(str(exc)) from None
+    auto = getattr(transformers, family.auto_model_class)
+    try:
+        model = auto.from_pretrained(src, config=hf_config, dtype=dtype, **kw, **load_kwargs)
     except Exception as exc:  # noqa: BLE001
         raise _wrap(str(base_model), "weights", exc, offline) from exc
     return model
@@ -182,7 +253,7 @@ def _check_token_ids(model: Any, bundle: ProcessorBundle) -> None:
 
 
 def unwrap_model(model: Any) -> Any:
-    """The ``GlmOcrForConditionalGeneration`` inside a PEFT wrapper (or the model itself)."""
+    """The ``*ForConditionalGeneration`` inside a PEFT wrapper (or the model itself)."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
 
@@ -219,8 +290,11 @@ def load_finetuned(run_dir: str | Path, device: str | torch.device | None = None
 
 
 # ``lora_targets`` -> the block sub-module whose linear layers get LoRA (None: every linear layer of the tower).
-# Both towers of GLM-OCR name them ``*.self_attn``/``*.attn`` and ``*.mlp``.
+# Both towers of GLM-OCR and Qwen-VL name them ``*.self_attn``/``*.attn`` and ``*.mlp``.
 _TARGET_SCOPES = {"all_linear": None, "attention": ("self_attn", "attn"), "mlp": ("mlp",)}
+
+
+_PEFT_LAYER_TYPES = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Embedding)
 
 
 def lora_target_regex(model: Any, vision_lora: bool = False, targets: str = "all_linear") -> str:
@@ -231,27 +305,51 @@ def lora_target_regex(model: Any, vision_lora: bool = False, targets: str = "all
         raise BaseModelError(f"lora_targets must be one of {sorted(_TARGET_SCOPES)}, got {targets!r}")
     wanted = _TARGET_SCOPES[targets]
     base = unwrap_model(model)
-    inner = getattr(base, "model", None)
-    if inner is None or not hasattr(inner, "language_model") or not hasattr(inner, "visual"):
-        raise BaseModelError(f"{type(base).__name__} has no model.language_model / model.visual: not GLM-OCR")
+    family = model_family(base)
+    lm, vis = family.module(base, family.language_model_path), family.module(base, family.vision_tower_path)
+    if lm is None or vis is None:
+        raise BaseModelError(f"{type(base).__name__} has no {family.language_model_path} / "
+                             f"{family.vision_tower_path}: not a {family.title} model")
     names = {id(m): n for n, m in base.named_modules()}
     parts = []
-    scopes = [inner.language_model] + ([inner.visual] if vision_lora else [])
+    scopes = [lm] + ([vis] if vision_lora else [])
     for scope in scopes:
         prefix = names[id(scope)]
         linears = [n for n, m in scope.named_modules() if isinstance(m, torch.nn.Linear) and "." in n]
+        # modules PEFT cannot put LoRA on (blocks, norms, ...); a leaf pattern must not name one of them (a Conv the
+        # pattern happens to name, like GLM-OCR's patch_embed.proj, PEFT adapts: kept as it always was)
+        others = [f"{prefix}.{n}" for n, m in scope.named_modules() if n and not isinstance(m, _PEFT_LAYER_TYPES)]
+        scope_parts = []
         if wanted is None:
             leaves = sorted({n.rsplit(".", 1)[-1] for n in linears})
             if leaves:
-                parts.append(rf"{re.escape(prefix)}\.(?:.*\.)?(?:{'|'.join(map(re.escape, leaves))})")
-            continue
-        for parent in wanted:
-            leaves = sorted({n.rsplit(".", 1)[-1] for n in linears if n.rsplit(".", 2)[-2] == parent})
-            if leaves:
-                parts.append(rf"{re.escape(prefix)}\.(?:.*\.)?{re.escape(parent)}\.(?:{'|'.join(map(re.escape, leaves))})")
+                scope_parts.append(rf"{re.escape(prefix)}\.(?:.*\.)?(?:{'|'.join(map(re.escape, leaves))})")
+        else:
+            for parent in wanted:
+                leaves = sorted({n.rsplit(".", 1)[-1] for n in linears if n.rsplit(".", 2)[-2] == parent})
+                if leaves:
+                    scope_parts.append(rf"{re.escape(prefix)}\.(?:.*\.)?{re.escape(parent)}\.(?:{'|'.join(map(re.escape, leaves))})")
+        compact = re.compile("^(?:" + "|".join(scope_parts) + ")$") if scope_parts else None
+        if compact is not None and any(compact.match(n) for n in others):
+            # a leaf name also names a module PEFT cannot adapt (Qwen-VL's merger is mlp.0 / mlp.2, and "0" is
+            # also a vision block): list the selected linear layers by full name instead
+            chosen = [n for n in linears if compact.match(f"{prefix}.{n}")]
+            scope_parts = [rf"{re.escape(prefix)}\.(?:{'|'.join(map(re.escape, chosen))})"]
+        parts += scope_parts
     if not parts:
         raise BaseModelError(f"lora_targets={targets!r} selects no linear layer of {type(base).__name__}")
     return "^(?:" + "|".join(parts) + ")$"
+
+
+def model_family(model: Any) -> Any:
+    """The family of a loaded model (PEFT-wrapped or bare), from its config's ``model_type``."""
+    from ocr_ft.train.families import UnknownFamilyError, family_for_model_type
+
+    base = unwrap_model(model)
+    try:
+        return family_for_model_type(getattr(base.config, "model_type", None), type(base).__name__)
+    except UnknownFamilyError as exc:
+        raise BaseModelError(str(exc)) from None
 
 
 def apply_lora(model: Any, config: TrainConfig) -> Any:
@@ -278,7 +376,8 @@ def lora_module_names(model: Any) -> list[str]:
 
 @dataclass
 class Generated:
-    """One image's generation: ``text`` (special tokens dropped), ``raw`` (kept), ``truncated`` (cut off at
+    """One image's generation: ``text`` (special tokens dropped; a family with its own table format has its raw
+    output converted to HTML here instead), ``raw`` (special tokens kept, unconverted), ``truncated`` (cut off at
     ``max_new_tokens`` before any stop token), ``new_tokens`` (generated, up to the first stop token)."""
 
     text: str
@@ -308,11 +407,26 @@ def generate_outputs(model: Any, bundle: ProcessorBundle, images: Sequence[Any],
         texts = decode_generated(bundle, sequences, n)
         raws = decode_generated_raw(bundle, sequences, n)
         for row, text, raw in zip(sequences, texts, raws):
+            # a family with its own format converts the raw decode: a real vocabulary may mark its format tags
+            # (e.g. OTSL's <fcel>) special, and skip_special_tokens would drop them
+            text = text if bundle.family.answer_format == "html" else answer_as_html(bundle, raw)
             ids = row[n:].tolist()
             stop = next((k for k, t in enumerate(ids) if t in stops), None)
             out.append(Generated(text, raw, is_truncated(bundle, ids, max_new_tokens),
                                  len(ids) if stop is None else stop + 1))
     return out
+
+
+def answer_as_html(bundle: ProcessorBundle, text: str) -> str:
+    """Decoded answer ``text`` in HTML: unchanged for HTML families, the family's format converted otherwise
+    (``""`` when it does not convert)."""
+    family = bundle.family
+    if family.answer_format == "html":
+        return text
+    try:
+        return family.to_html(text)
+    except ValueError:
+        return ""
 
 
 def generate_html(model: Any, bundle: ProcessorBundle, images: Sequence[Any], max_new_tokens: int = 2048,
@@ -325,7 +439,7 @@ def generate_html(model: Any, bundle: ProcessorBundle, images: Sequence[Any], ma
 
 
 def serving_generation_config(bundle: ProcessorBundle, max_new_tokens: int | None = None) -> Any:
-    """Greedy decoding that stops on EOS and the GLM turn markers (what local evaluation uses)."""
+    """Greedy decoding that stops on EOS and the family's turn markers (what local evaluation uses)."""
     from transformers import GenerationConfig
 
     kw = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
@@ -340,7 +454,7 @@ def save_serving_files(out_dir: str | Path, bundle: ProcessorBundle, max_new_tok
     * the tokenizer with its chat template (``chat_template.jinja``): the template training rendered;
     * ``preprocessor_config.json`` whose ``size`` is the training pixel budget (``min_pixels``/``max_pixels``,
       as the processor's ``shortest_edge``/``longest_edge``) plus ``min_pixels``/``max_pixels`` keys, so
-      ``vllm serve`` resizes images to the training resolution;
+      ``vllm serve`` resizes images to the training resolution (a fixed-view family writes its ``size`` only);
     * ``generation_config.json`` (greedy, stop tokens; ``generation_config=False`` leaves it out).
     """
     out = Path(out_dir)
@@ -355,8 +469,10 @@ def save_serving_files(out_dir: str | Path, bundle: ProcessorBundle, max_new_tok
         ip.size = old_size
     path = out / "preprocessor_config.json"
     data = json.loads(path.read_text(encoding="utf-8"))
-    data["size"] = dict(bundle.processor_size)
-    data["min_pixels"], data["max_pixels"] = bundle.processor_size["shortest_edge"], bundle.processor_size["longest_edge"]
+    size = dict(bundle.processor_size)
+    data["size"] = size
+    if "shortest_edge" in size and "longest_edge" in size:  # area bounds (dynamic resolution); GOT: a fixed view
+        data["min_pixels"], data["max_pixels"] = size["shortest_edge"], size["longest_edge"]
     data["ocr_ft_pixel_budget"] = {"min_pixels": bundle.min_pixels, "max_pixels": bundle.max_pixels}
     atomic_write_json(path, data)
     if generation_config:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 from ocr_ft.storage import atomic_dir, atomic_write_json, sha256_json
 
@@ -52,12 +52,19 @@ VISION_CONFIG = dict(
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 8192):
-    """Byte-level BPE trained on ``texts`` (see module docstring); returns a transformers fast tokenizer."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 8192, special_tokens: Sequence[str] | None = None,
+                    chat_template: str | None = None, eos_token: str = "<|endoftext|>",
+                    pad_token: str | None = None, extra_tokens: Sequence[str] = (), **tokenizer_kwargs: Any):
+    """Byte-level BPE trained on ``texts`` (see module docstring); returns a transformers fast tokenizer.
+
+    Defaults are GLM-OCR's: its special tokens, chat template and ``<|endoftext|>`` as EOS and padding. Other
+    families pass their own ``special_tokens`` (numbered first, in order), ``chat_template``, ``eos_token`` /
+    ``pad_token`` (``pad_token`` None: the EOS), ``extra_tokens`` (ordinary added tokens kept whole, after the
+    HTML tags) and further ``PreTrainedTokenizerFast`` keyword arguments (e.g. ``image_token``)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tag_split = re.compile("|".join(re.escape(t) for t in sorted(HTML_TOKENS, key=len, reverse=True)))
+    tag_split = re.compile("|".join(re.escape(t) for t in sorted(dict.fromkeys([*HTML_TOKENS, *extra_tokens]), key=len, reverse=True)))
     pieces = [p for text in texts for p in tag_split.split(text) if p]  # tags are added whole, not learned
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -67,16 +74,17 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 8192):
     ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        vocab_size=vocab_size, min_frequency=1, special_tokens=list(SPECIAL_TOKENS if special_tokens is None else special_tokens),
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(pieces, trainer)
-    tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in HTML_TOKENS])
+    tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in [*HTML_TOKENS, *extra_tokens]])
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>", padding_side="right",
-        model_max_length=TEXT_CONFIG["max_position_embeddings"],
+        tokenizer_object=tok, eos_token=eos_token, pad_token=pad_token or eos_token, padding_side="right",
+        model_max_length=TEXT_CONFIG["max_position_embeddings"], **tokenizer_kwargs,
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = CHAT_TEMPLATE if chat_template is None else chat_template
     return fast
 
 
