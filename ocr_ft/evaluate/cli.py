@@ -175,6 +175,8 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=None, help="TEDS processes (default: CPU count)")
     ap.add_argument("--teds-timeout", type=float, default=120.0, help="seconds per table for TEDS")
     ap.add_argument("--served-model", help="endpoint: model name to request (default: first of /v1/models)")
+    ap.add_argument("--family", help="endpoint: the served model's family (see `ocr-ft models`; default glm_ocr): "
+                    "its table prompt, and its own table format (OTSL, LaTeX tabular) converted to HTML")
     ap.add_argument("--concurrency", type=int, default=4, help="endpoint: parallel requests")
     ap.add_argument("--request-timeout", type=float, default=120.0, help="endpoint: seconds per request")
     ap.add_argument("--retries", type=int, default=3, help="endpoint: retries per request")
@@ -219,7 +221,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         if args.endpoint:
             predictor = EndpointPredictor(args.endpoint, model=args.served_model, concurrency=args.concurrency,
                                           timeout_s=args.request_timeout, retries=args.retries,
-                                          max_tokens=args.max_new_tokens)
+                                          max_tokens=args.max_new_tokens, family=args.family)
         else:
             from ocr_ft.train import load_config
             from .predictors import LocalModelPredictor

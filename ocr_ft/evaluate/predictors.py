@@ -139,20 +139,30 @@ class EndpointPredictor:
         self,
         url: str,
         model: str | None = None,
-        prompt: str = DEFAULT_PROMPT,
+        prompt: str | None = None,
         concurrency: int = 4,
         timeout_s: float = 120.0,
         retries: int = 3,
         backoff_s: float = 1.0,
         max_tokens: int = 4096,
         max_new_tokens: int | None = None,
+        family: str | None = None,
     ):
-        """``max_new_tokens`` (same name as the local predictor's) overrides ``max_tokens`` when given."""
+        """``max_new_tokens`` (same name as the local predictor's) overrides ``max_tokens`` when given.
+
+        ``family`` (a registry name, ``ocr-ft models``) is the served model's family: the prompt defaults to
+        its table prompt and an answer in the family's own table format (PaddleOCR-VL's OTSL, GOT's LaTeX
+        tabular) is converted to HTML. Without it: GLM-OCR's prompt, answers read as HTML."""
         if max_new_tokens is not None:
             max_tokens = max_new_tokens
         self.url, self.models_url = chat_completions_url(url)
         self.model = model
-        self.prompt = prompt
+        self.family = None
+        if family is not None:
+            from ocr_ft.train.families import get_family
+
+            self.family = get_family(family)  # UnknownFamilyError lists the known ones
+        self.prompt = prompt if prompt is not None else (self.family.table_prompt if self.family else DEFAULT_PROMPT)
         self.concurrency = max(1, concurrency)
         self.timeout_s = timeout_s
         self.retries = max(0, retries)
@@ -239,6 +249,15 @@ class EndpointPredictor:
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         return content or ""
 
+    def _as_html(self, raw: str) -> str:
+        """``raw`` in HTML: the family's own table format converted ("" when it does not convert)."""
+        if self.family is None or self.family.answer_format == "html":
+            return raw
+        try:
+            return self.family.to_html(raw)
+        except ValueError:
+            return ""
+
     def predict_one(self, image: str | Path) -> Prediction:
         try:
             resp, latency = self._request("POST", self.url, json=self.payload(image))
@@ -247,7 +266,7 @@ class EndpointPredictor:
         except (EndpointError, OSError, ValueError) as exc:
             return Prediction("", None, error=self._redact(f"{image}: {exc}"))
         reason = self.finish_reason(data)
-        return Prediction(extract_table_html(raw), latency, raw=raw, truncated=reason == "length",
+        return Prediction(extract_table_html(self._as_html(raw)), latency, raw=raw, truncated=reason == "length",
                           finish_reason=reason)
 
     def predict_iter(self, images: Sequence[str | Path]) -> Iterator[tuple[int, Prediction]]:

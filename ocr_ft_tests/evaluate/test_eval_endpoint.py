@@ -123,3 +123,30 @@ def test_cut_off_output_is_flagged_from_finish_reason(images, monkeypatch, reaso
     pred = predictor.predict_one(images[0])
     assert pred.error is None and pred.truncated is truncated and pred.finish_reason == reason
     assert sent[0]["max_tokens"] == 123 and "chat_template_kwargs" not in sent[0]
+
+
+def test_a_served_paddleocr_vl_gets_its_prompt_and_its_otsl_answer_as_html(fake_server, images):
+    """A PaddleOCR-VL server answers in OTSL: with family= the predictor sends that family's table prompt and
+    turns the OTSL (merged cell included) into the HTML table the metrics read."""
+    from ocr_ft.tables import parse_tables
+    from ocr_ft.train.families import get_family
+
+    fake_server.answers[images[0].read_bytes()] = "<fcel>구분<lcel><nl><fcel>당기<fcel>전기<nl>"
+    fake_server.answers[images[1].read_bytes()] = "no table here"
+    pred_family = EndpointPredictor(fake_server.url, model="m", backoff_s=0.01, family="paddleocr_vl")
+    pred = pred_family.predict_one(images[0])
+    assert pred.error is None and pred.raw.startswith("<fcel>")
+    (table,) = parse_tables(pred.html)
+    first = next(table.cells())
+    assert (first.text, first.colspan) == ("구분", 2)
+    assert [c.text for c in table.cells()] == ["구분", "당기", "전기"]
+    text_part = fake_server.chat_requests()[-1]["json"]["messages"][0]["content"][1]
+    assert text_part["text"] == get_family("paddleocr_vl").table_prompt
+    assert pred_family.predict_one(images[1]).html == ""
+    # the same answer read as HTML (no family) has no table at all
+    assert EndpointPredictor(fake_server.url, model="m", backoff_s=0.01).predict_one(images[0]).html == ""
+
+
+def test_an_unknown_family_is_named_with_the_known_ones(fake_server):
+    with pytest.raises(ValueError, match=r"'nope'.*glm_ocr"):
+        EndpointPredictor(fake_server.url, model="m", family="nope")
