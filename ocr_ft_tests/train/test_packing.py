@@ -188,3 +188,13 @@ def test_packed_run_lowers_the_loss_with_no_padding(tiny_config, table_data, tra
     assert s["token_counts"]["real_tokens"] == p["token_counts"]["real_tokens"] > 0
     assert p["token_counts"]["grid_tokens"] > p["token_counts"]["real_tokens"]
     assert p["padding_fraction"] == pytest.approx(1 - p["token_counts"]["real_tokens"] / p["token_counts"]["grid_tokens"])
+
+
+def test_the_registry_says_which_families_pack():
+    """A family's supports_packing is exactly whether the packing module knows its model types."""
+    from ocr_ft.train.families import FAMILIES
+    from ocr_ft.train.packing import PACKING_MODEL_TYPES
+
+    for fam in FAMILIES.values():
+        assert fam.supports_packing == bool(set(fam.model_types) & PACKING_MODEL_TYPES), fam.name
+    assert FAMILIES["glm_ocr"].supports_packing

@@ -69,5 +69,6 @@ FAMILY = Family(
         "# <|assistant|>\\n{html}<|endoftext|>, the text ocr-ft trains on and a server sends by default (no think\n"
         "# block); it also puts the loss on the \\n after <|assistant|> (see the export's README.md).\n"
     ),
+    supports_packing=True,  # ocr_ft.train.packing (per-sample multimodal RoPE positions)
     notes="default; CogViT + GLM-0.5B, HTML with rowspan/colspan",
 )
