@@ -329,6 +329,30 @@ class AnswerLossTrainer(Trainer):
         self.accelerator.wait_for_everyone()
 
 
+@torch.no_grad()
+def eval_loss(model: Any, bundle: ProcessorBundle, records: Sequence[Any], data_dir: str | Path, batch_size: int,
+              device: str | torch.device, workers: int = 0) -> float | None:
+    """Mean answer-token cross-entropy of ``model`` on ``records`` in this process (None when there are none):
+    the number a run logs as ``eval_loss``, for checking a saved or reloaded adapter outside a training run."""
+    if not records:
+        return None
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    lists = [list(range(i, min(i + batch_size, len(records)))) for i in range(0, len(records), batch_size)]
+    loader = torch.utils.data.DataLoader(_PairDataset(records, Path(data_dir)), batch_sampler=lists,
+                                         collate_fn=_Collator(bundle), num_workers=workers)
+    try:
+        for batch in loader:
+            s, n = answer_loss_sum(model, {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                                           for k, v in batch.items()})
+            total, tokens = total + float(s), tokens + n
+    finally:
+        model.train(was_training)
+    return total / max(tokens, 1)
+
+
 def _eval_batches(n: int, batch_size: int, world: dist_.World) -> list[list[int]]:
     """This process's eval batches: every N-th, padded so that all processes run the same number."""
     lists = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
