@@ -158,3 +158,27 @@ def test_an_entry_needing_the_latest_checkpoint_without_one_is_named(eval_data):
     message = _failure_message(res)
     assert "evaluation_report config: models[1] ('ft'): " in message
     assert "latest.json is missing: materialize lora_checkpoint first (adapter 'latest')" in message
+
+
+@pytest.mark.slow
+def test_two_families_in_one_report(eval_data, tmp_path):
+    """GLM-OCR's and PaddleOCR-VL's tiny presets side by side: each loads with its own family (prompt, image
+    geometry, OTSL answers converted), both are scored on the same split into one comparison table."""
+    from ocr_ft.train.families import get_family
+
+    data = eval_data["data"]
+    texts = [json.loads(line)["ground_truth_html"] for line in (data / "splits" / "test.jsonl").read_text().splitlines()]
+    paddle_dir = get_family("paddleocr_vl").build_tiny(tmp_path / "tiny-paddleocr-vl", texts, seed=0)
+    atomic_write_json(data / "models" / "tiny-paddleocr-vl" / "latest.json",
+                      {"path": str(paddle_dir), "data_version": "tiny-p"})
+    res = _materialize(data, {"batch_size": 2, "max_new_tokens": 8, "models": [
+        {"name": "glm", "base_model": "tiny"}, {"name": "paddle", "base_model": "tiny-paddleocr-vl"}]})
+    assert res.success, _failure_message(res)
+    out = Path(json.loads((data / "eval" / "latest.json").read_text())["path"])
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert set(report["runs"]) == {"glm", "paddle"} and not report["failed"]
+    rows = {name: [json.loads(x) for x in (out / name / "predictions.jsonl").read_text().splitlines()]
+            for name in ("glm", "paddle")}
+    assert all(len(r) == 2 and all(x["error"] is None for x in r) for r in rows.values())
+    assert str(paddle_dir) in rows["paddle"][0]["predictor"] and str(paddle_dir) not in rows["glm"][0]["predictor"]
+    assert {row["model"] for row in report["comparison_table"]["rows"]} == {"glm", "paddle"}
