@@ -168,3 +168,84 @@ def test_two_trial_study_with_two_jobs_trains_each_trial_in_its_own_process(tmp_
     assert len(pids) == 2 and os.getpid() not in pids
     # the children's training rows reached on_event, tagged with their trial
     assert {e["trial"] for e in events if e.get("event") == "train"} == {0, 1}
+
+
+_PARENT_SCRIPT = """
+import pickle, sys
+from ocr_ft.train.isolated import train_isolated
+config, records, data_dir, out = pickle.load(open(sys.argv[1], "rb"))
+train_isolated(config, records, [], data_dir, out, on_log=None, device="cpu",
+               on_start=lambda pid: print("CHILD", pid, flush=True))
+"""
+
+
+# the child writes nothing to its stderr pipe either (a write to it after the parent died would end the child too)
+_QUIET = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+          "PYTHONWARNINGS": "ignore"}
+
+
+@pytest.mark.slow
+def test_a_killed_parent_leaves_no_orphan(tmp_path, tiny_config, table_data):
+    import pickle
+    import subprocess
+    import sys
+
+    config = tiny_config.replace(max_steps=500, save_steps=500, report_to="none", dataloader_workers=0)
+    job = tmp_path / "job.pkl"
+    job.write_bytes(pickle.dumps((config, table_data["train"], str(table_data["data_dir"]), str(tmp_path / "run"))))
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT_SCRIPT, encoding="utf-8")
+    parent = subprocess.Popen([sys.executable, str(script), str(job)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, **_QUIET, "PYTHONPATH": os.pathsep.join(
+                                  [str(isolated.Path(isolated.__file__).resolve().parents[2]),
+                                   os.environ.get("PYTHONPATH", "")])})
+    try:
+        child_pid = None
+        line = parent.stdout.readline()
+        assert line.startswith("CHILD"), line
+        child_pid = int(line.split()[1])
+        time.sleep(4)  # the child has its job and is loading the model; no on_log: it never writes to the parent
+        assert not _gone(child_pid)
+        parent.kill()  # SIGKILL: the parent runs no cleanup at all
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not _gone(child_pid):
+            time.sleep(0.1)
+        assert _gone(child_pid), "the training child outlived its killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+@pytest.mark.slow
+def test_interrupted_parallel_study_stops_its_children_and_the_trials_run_again(tmp_path, table_data, tiny_config):
+    import _thread
+
+    from ocr_ft.train.search import load_space, run_study
+
+    space_path = tmp_path / "space.yaml"
+    space_path.write_text(yaml.safe_dump({
+        "sampler": "random", "pruner": "none", "fixed": {"max_steps": 30, "eval_steps": 30, "save_steps": 30},
+        "params": {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}}}), encoding="utf-8")
+    kw = dict(space=load_space(space_path), base_config=tiny_config.replace(report_to="none", dataloader_workers=0),
+              train_records=table_data["train"], val_records=table_data["val"][:2], data_dir=table_data["data_dir"],
+              out_dir=tmp_path / "search", storage_url=f"sqlite:///{tmp_path / 'studies.db'}", study_name="t",
+              n_trials=2, train_subset=4, n_jobs=2, device="cpu")
+    training: set[int] = set()
+
+    def ctrl_c_when_both_train(row):
+        if row.get("event") == "train":
+            training.add(row["trial"])
+            if training == {0, 1}:
+                training.add(-1)
+                _thread.interrupt_main()  # as a Ctrl-C in the terminal: KeyboardInterrupt in the main thread
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_study(**kw, on_event=ctrl_c_when_both_train)
+    assert time.monotonic() - t0 < 120 and isolated.live_pids() == []
+    import optuna
+
+    trials = optuna.load_study(study_name="t", storage=kw["storage_url"]).get_trials()
+    # left running and marked interrupted: the next run_study fails them as interrupted and enqueues them again
+    assert [(t.state.name, t.user_attrs.get("interrupted")) for t in trials] == [("RUNNING", True)] * 2
