@@ -213,8 +213,12 @@ def train_isolated(
         raise IsolatedTrainError(f"{info['type']}: {info['message']} ({where}; its traceback ends:\n{tail})",
                                  exc_type=info["type"], child_traceback=info["traceback"], exitcode=proc.returncode)
     if outcome is None or proc.returncode != 0:
-        status = (f"killed by signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
-                  else f"exit status {proc.returncode}")
+        status = f"exit status {proc.returncode}"
+        if proc.returncode is not None and proc.returncode < 0:
+            try:
+                status = f"killed by signal {signal.Signals(-proc.returncode).name}"
+            except ValueError:
+                status = f"killed by signal {-proc.returncode}"
         tail = "\n".join(child.stderr_tail) or "(nothing on stderr)"
         raise IsolatedTrainError(f"{where} ended without a result ({status}); its stderr ends:\n{tail}",
                                  exitcode=proc.returncode)
