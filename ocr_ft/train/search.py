@@ -17,7 +17,8 @@ Every key under ``params`` and ``fixed`` must be a training config key (:class:`
 an unknown key raises :class:`SearchSpaceError` naming the file and the key.
 
 :func:`run_study` trains one LoRA per trial with :func:`ocr_ft.train.trainer.train` (config overlay = base
-config + fixed + sampled params), reports the intermediate eval loss to the pruner, and scores the trial by
+config + fixed + sampled params; with ``n_jobs > 1`` each running trial trains in its own child process on its
+own GPU, :func:`ocr_ft.train.isolated.train_isolated`), reports the intermediate eval loss to the pruner, and scores the trial by
 ``eval_loss`` (minimised) or ``teds`` on N validation images, greedy decoding (maximised). The study is loaded
 if it exists: finished trials (complete, pruned, failed) are never rerun; a trial that was running when the
 process died is marked failed (``interrupted``) and its parameters are enqueued again, so its training resumes
@@ -311,7 +312,10 @@ def run_study(
     table and the plots under ``out_dir``. ``on_event`` receives trial and training progress dicts (an
     exception from it propagates like a kill). ``train_fn`` defaults to :func:`ocr_ft.train.trainer.train`.
     ``n_jobs`` trials run at once (threads); each takes a device from ``devices`` (default: ``cuda:0``..
-    when that many GPUs are visible, else ``device`` for all) and gives it back when it ends."""
+    when that many GPUs are visible, else ``device`` for all) and gives it back when it ends. With
+    ``n_jobs > 1`` and no ``train_fn``, each trial trains in its own child process
+    (:func:`ocr_ft.train.isolated.train_isolated`: ``CUDA_VISIBLE_DEVICES`` set to its GPU), since accelerate
+    allows one Trainer per process; an interrupt stops the children. ``n_jobs == 1`` trains in this process."""
     import queue
 
     import optuna
@@ -321,8 +325,13 @@ def run_study(
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+    n_jobs = max(1, n_jobs)
+    isolated = train_fn is None and n_jobs > 1
     if train_fn is None:
-        from .trainer import train as train_fn
+        if isolated:  # accelerate keeps one state per process: one child process per running trial
+            from .isolated import train_isolated as train_fn
+        else:
+            from .trainer import train as train_fn
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_records = [_as_dict(r) for r in train_records][: train_subset or None]
@@ -330,7 +339,6 @@ def run_study(
     direction = "minimize" if objective == "eval_loss" else "maximize"
     emit = on_event or (lambda row: None)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    n_jobs = max(1, n_jobs)
     if devices is None:
         devices = [device] * n_jobs
         if n_jobs > 1:
@@ -432,9 +440,43 @@ def run_study(
         remaining = min(remaining, space.grid_size - before)
     if remaining > 0:
         # catch: a failing trial is recorded (FAIL + fail_reason) and the next one starts
-        study.optimize(objective_fn, n_trials=remaining, n_jobs=n_jobs, catch=(Exception,),
-                       gc_after_trial=True)
+        optimize = lambda: study.optimize(objective_fn, n_trials=remaining, n_jobs=n_jobs, catch=(Exception,),
+                                          gc_after_trial=True)
+        if isolated:
+            _optimize_stopping_children(optimize)
+        else:
+            optimize()
     return _write_outputs(study, space, base_config, out_dir, storage_url, objective, direction, finished() - before)
+
+
+def _optimize_stopping_children(optimize: Callable[[], None]) -> None:
+    """Run ``optimize`` in a helper thread so that this thread can take a KeyboardInterrupt (Optuna's thread pool
+    would otherwise wait for the running trials to end): then every training child is stopped, each running trial
+    stays running (:class:`ocr_ft.train.isolated.TrainInterrupted`; a resumed study runs it again), and the
+    interrupt is raised here."""
+    import threading
+
+    from .isolated import stop_all
+
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            optimize()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, name="optuna-optimize", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except BaseException:
+        stop_all()
+        worker.join()
+        raise
+    if failure:
+        raise failure[0]
 
 
 def _trial_rows(study) -> list[dict[str, Any]]:
