@@ -93,8 +93,7 @@ def build_tiny_model(out_dir: str | Path, texts: Iterable[str], seed: int = 0, v
 
     ``texts`` are label HTML strings the tokenizer is trained on. Deterministic for the same texts and seed.
     """
-    import torch
-    from transformers import GenerationConfig, GlmOcrConfig, GlmOcrForConditionalGeneration
+    from transformers import GlmOcrConfig, GlmOcrForConditionalGeneration
     from transformers.models.glm46v.image_processing_pil_glm46v import Glm46VImageProcessorPil
 
     texts = [t for t in texts if t and t.strip()]
@@ -113,27 +112,38 @@ def build_tiny_model(out_dir: str | Path, texts: Iterable[str], seed: int = 0, v
         tie_word_embeddings=False,
     )
     config.architectures = ["GlmOcrForConditionalGeneration"]
+    return save_tiny_model(out_dir, GlmOcrForConditionalGeneration, config, seed,
+                           {"eos_token_id": eos, "pad_token_id": ids["<|endoftext|>"]}, tokenizer,
+                           Glm46VImageProcessorPil(), {
+                               "preset": "tiny",
+                               "seed": seed,
+                               "texts_sha256": sha256_json(texts),
+                               "num_texts": len(texts),
+                               "vocab_size": vocab,
+                               "tokenizer_size": len(tokenizer),
+                           })
+
+
+def save_tiny_model(out_dir: str | Path, model_class: Any, config: Any, seed: int, generation: dict[str, Any],
+                    tokenizer: Any, image_processor: Any, manifest: dict[str, Any]) -> Path:
+    """Shared tail of every family's tiny builder: ``model_class(config)`` initialised from ``seed`` (the global
+    RNG is left as it was), greedy generation settings, and the directory written atomically with the
+    tokenizer, the image processor and ``tiny_manifest.json`` (``manifest`` + the parameter count)."""
+    import torch
+    from transformers import GenerationConfig
+
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = GlmOcrForConditionalGeneration(config).eval()
+        model = model_class(config).eval()
     finally:
         torch.random.set_rng_state(state)
-    model.generation_config = GenerationConfig(
-        eos_token_id=eos, pad_token_id=ids["<|endoftext|>"], do_sample=False,
-    )
+    model.generation_config = GenerationConfig(**generation, do_sample=False)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        Glm46VImageProcessorPil().save_pretrained(tmp)
-        atomic_write_json(tmp / "tiny_manifest.json", {
-            "preset": "tiny",
-            "seed": seed,
-            "texts_sha256": sha256_json(texts),
-            "num_texts": len(texts),
-            "vocab_size": vocab,
-            "tokenizer_size": len(tokenizer),
-            "parameters": sum(p.numel() for p in model.parameters()),
-        })
+        image_processor.save_pretrained(tmp)
+        atomic_write_json(tmp / "tiny_manifest.json",
+                          {**manifest, "parameters": sum(p.numel() for p in model.parameters())})
     return out_dir

@@ -179,11 +179,10 @@ def write_got_json(samples: Iterable[tuple[str, str]], path: str | Path,
 def build_tiny(out_dir: str | Path, texts: Iterable[str], seed: int = 0, vocab_size: int = 8192) -> Path:
     """Write the tiny GOT-OCR 2.0 directory (config, weights, tokenizer, preprocessor) at ``out_dir``, replaced
     atomically; the tokenizer is trained on ``texts`` and their ``tabular`` form. Deterministic per texts + seed."""
-    import torch
-    from transformers import GenerationConfig, GotOcr2Config, GotOcr2ForConditionalGeneration
+    from transformers import GotOcr2Config, GotOcr2ForConditionalGeneration
 
-    from ocr_ft.storage import atomic_dir, atomic_write_json, sha256_json
-    from ocr_ft.train.tiny import train_tokenizer
+    from ocr_ft.storage import sha256_json
+    from ocr_ft.train.tiny import save_tiny_model, train_tokenizer
 
     texts = [t for t in texts if t and t.strip()]
     if not texts:
@@ -209,26 +208,12 @@ def build_tiny(out_dir: str | Path, texts: Iterable[str], seed: int = 0, vocab_s
         image_token_index=ids[IMAGE_TOKEN], image_seq_length=per_view, tie_word_embeddings=True,
     )
     config.architectures = ["GotOcr2ForConditionalGeneration"]
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = GotOcr2ForConditionalGeneration(config).eval()
-    finally:
-        torch.random.set_rng_state(state)
-    model.generation_config = GenerationConfig(eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-                                               pad_token_id=ids["<|endoftext|>"], do_sample=False)
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        image_processor(TINY_VIEW).save_pretrained(tmp)
-        atomic_write_json(tmp / "tiny_manifest.json", {
-            "preset": "tiny-got-ocr2", "family": "got_ocr2", "seed": seed,
-            "texts_sha256": sha256_json(texts), "num_texts": len(texts), "vocab_size": vocab,
-            "tokenizer_size": len(tokenizer), "image_tokens": per_view,
-            "parameters": sum(p.numel() for p in model.parameters()),
-        })
-    return out_dir
+    return save_tiny_model(out_dir, GotOcr2ForConditionalGeneration, config, seed,
+                           {"eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]], "pad_token_id": ids["<|endoftext|>"]},
+                           tokenizer, image_processor(TINY_VIEW),
+                           {"preset": "tiny-got-ocr2", "family": "got_ocr2", "seed": seed,
+                            "texts_sha256": sha256_json(texts), "num_texts": len(texts), "vocab_size": vocab,
+                            "tokenizer_size": len(tokenizer), "image_tokens": per_view})
 
 
 FAMILY = Family(

@@ -155,12 +155,11 @@ def build_tiny(out_dir: str | Path, texts: Iterable[str], seed: int = 0, vocab_s
     """Write the tiny PaddleOCR-VL directory (config, weights, tokenizer + real chat template, preprocessor) at
     ``out_dir``, replaced atomically. The tokenizer is trained on ``texts`` (label HTML) and their OTSL form;
     deterministic for the same texts and seed."""
-    import torch
-    from transformers import GenerationConfig, PaddleOCRVLConfig, PaddleOCRVLForConditionalGeneration
+    from transformers import PaddleOCRVLConfig, PaddleOCRVLForConditionalGeneration
 
-    from ocr_ft.storage import atomic_dir, atomic_write_json, sha256_json
+    from ocr_ft.storage import sha256_json
     from ocr_ft.tables.otsl import HEADER_TOKENS, OTSL_TOKENS
-    from ocr_ft.train.tiny import train_tokenizer
+    from ocr_ft.train.tiny import save_tiny_model, train_tokenizer
 
     texts = [t for t in texts if t and t.strip()]
     if not texts:
@@ -189,25 +188,13 @@ def build_tiny(out_dir: str | Path, texts: Iterable[str], seed: int = 0, vocab_s
         tie_word_embeddings=True,
     )
     config.architectures = ["PaddleOCRVLForConditionalGeneration"]
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = PaddleOCRVLForConditionalGeneration(config).eval()
-    finally:
-        torch.random.set_rng_state(state)
-    model.generation_config = GenerationConfig(eos_token_id=[ids["</s>"], ids["<|end_of_sentence|>"]],
-                                               pad_token_id=ids["<unk>"], bos_token_id=ids["<s>"], do_sample=False)
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        image_processor().save_pretrained(tmp)
-        atomic_write_json(tmp / "tiny_manifest.json", {
-            "preset": "tiny-paddleocr-vl", "family": "paddleocr_vl", "seed": seed,
-            "texts_sha256": sha256_json(texts), "num_texts": len(texts), "vocab_size": vocab,
-            "tokenizer_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()),
-        })
-    return out_dir
+    return save_tiny_model(out_dir, PaddleOCRVLForConditionalGeneration, config, seed,
+                           {"eos_token_id": [ids["</s>"], ids["<|end_of_sentence|>"]], "pad_token_id": ids["<unk>"],
+                            "bos_token_id": ids["<s>"]},
+                           tokenizer, image_processor(),
+                           {"preset": "tiny-paddleocr-vl", "family": "paddleocr_vl", "seed": seed,
+                            "texts_sha256": sha256_json(texts), "num_texts": len(texts), "vocab_size": vocab,
+                            "tokenizer_size": len(tokenizer)})
 
 
 FAMILY = Family(

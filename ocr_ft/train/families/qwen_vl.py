@@ -58,12 +58,11 @@ def resize(bundle: Any, width: int, height: int) -> tuple[int, int]:
 def build_tiny(out_dir: str | Path, texts: Iterable[str], seed: int = 0, vocab_size: int = 8192) -> Path:
     """The tiny Qwen2.5-VL directory at ``out_dir`` (replaced atomically): a few million parameters, a tokenizer
     trained here on ``texts`` with Qwen's special tokens and real chat template. Deterministic per texts + seed."""
-    import torch
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from ocr_ft.storage import atomic_dir, atomic_write_json, sha256_json
-    from ocr_ft.train.tiny import train_tokenizer
+    from ocr_ft.storage import sha256_json
+    from ocr_ft.train.tiny import save_tiny_model, train_tokenizer
 
     texts = [t for t in texts if t and t.strip()]
     if not texts:
@@ -83,24 +82,11 @@ def build_tiny(out_dir: str | Path, texts: Iterable[str], seed: int = 0, vocab_s
         tie_word_embeddings=False,
     )
     config.architectures = ["Qwen2_5_VLForConditionalGeneration"]
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    finally:
-        torch.random.set_rng_state(state)
-    model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=ids["<|endoftext|>"], do_sample=False)
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        Qwen2VLImageProcessorPil().save_pretrained(tmp)
-        atomic_write_json(tmp / "tiny_manifest.json", {
-            "preset": "tiny-qwen-vl", "seed": seed, "texts_sha256": sha256_json(texts), "num_texts": len(texts),
-            "vocab_size": vocab, "tokenizer_size": len(tokenizer),
-            "parameters": sum(p.numel() for p in model.parameters()),
-        })
-    return out_dir
+    return save_tiny_model(out_dir, Qwen2_5_VLForConditionalGeneration, config, seed,
+                           {"eos_token_id": eos, "pad_token_id": ids["<|endoftext|>"]},
+                           tokenizer, Qwen2VLImageProcessorPil(),
+                           {"preset": "tiny-qwen-vl", "seed": seed, "texts_sha256": sha256_json(texts),
+                            "num_texts": len(texts), "vocab_size": vocab, "tokenizer_size": len(tokenizer)})
 
 
 FAMILY = Family(
