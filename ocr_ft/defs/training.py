@@ -165,9 +165,9 @@ class TrainingLauncher(dg.ConfigurableResource):
         raise dg.Failure(f"unknown training launcher kind {self.kind!r}: use subprocess or k8s")
 
 
-@dg.asset(deps=["splits", "tiny_base_model"], group_name=GROUP, code_version="1", pool="gpu", op_tags=GPU_TAGS,
+@dg.asset(deps=["splits", "tiny_base_model"], group_name=GROUP, code_version="2", pool="gpu", op_tags=GPU_TAGS,
           automation_condition=on_upstream_change, kinds={"pytorch"},
-          description="LoRA adapter of the base model trained on the train split (transformers + peft), in a separate "
+          description="LoRA adapter of the base model trained on the train split (transformers.Trainer + peft), in a separate "
           "process through Dagster Pipes. Output folder addressed by the hash of config, data and base model.")
 def lora_checkpoint(context: dg.AssetExecutionContext, config: LoraTrainingConfig, paths: OcrFtPaths,
                     training_launcher: TrainingLauncher) -> dg.MaterializeResult:
