@@ -66,17 +66,13 @@ def check_model_dir(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if not p.is_dir():
         raise BaseModelError(f"base model directory not found: {p}")
-    cfg_path = p / "config.json"
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BaseModelError(f"base model {p}: config.json is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BaseModelError(f"base model {p}: config.json is unreadable ({exc})") from None
-    from ocr_ft.train.families import FAMILIES
+    from ocr_ft.train.families import FAMILIES, UnknownFamilyError, read_model_type
 
-    if not isinstance(cfg, dict) or not any(cfg.get("model_type") in f.model_types for f in FAMILIES.values()):
-        got = cfg.get("model_type") if isinstance(cfg, dict) else type(cfg).__name__
+    try:
+        got = read_model_type(p)  # the messages name config.json as missing or unreadable
+    except UnknownFamilyError as exc:
+        raise BaseModelError(str(exc)) from None
+    if not any(got in f.model_types for f in FAMILIES.values()):
         known = ", ".join(f"{f.name} ({'/'.join(f.model_types)})" for f in FAMILIES.values())
         raise BaseModelError(f"base model {p}: expected a GLM-OCR model (model_type {MODEL_TYPE!r}) or another "
                              f"supported family, got model_type {got!r}; supported families: {known}")
