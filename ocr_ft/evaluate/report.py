@@ -542,12 +542,12 @@ def _html(report: dict, summaries: dict[str, dict], plots: dict[str, str], worst
                        ("cer_distribution", "CER distribution"), ("latency_histogram", "Latency")):
         if key in plots:
             parts.append(f"<h2>{title}</h2><img alt='{key}' src='data:image/png;base64,{plots[key]}'>")
+    from .review import image_html
+
     parts.append(f"<h2>Worst {len(worst)} samples ({e(report['primary'])}, by TEDS)</h2>")
     by_key = {name: {s.key: s for s in run.samples} for name, run in runs.items()}
     for s in worst:
-        img = images.get(s.key)
-        img_html = (f"<img alt='page' src='data:image/png;base64,{img}'>" if img
-                    else f"<p class='none'>(image not available: {e(s.image_path)})</p>")
+        img_html = image_html(images.get(s.key), s.image_path)
         parts.append(f"<h3>{e(s.key)} - {e(s.category)}, {e(s.source)}</h3><div class='sample'>"
                      f"<div><b>image</b><br>{img_html}</div>"
                      f"<div><b>ground truth</b>{safe_table_html(s.gt_html)}</div>")

@@ -64,6 +64,13 @@ def mark_differences(pred_fragment: str, truth_fragment: str) -> str:
     return "".join(lxml.html.tostring(child, encoding="unicode") for child in root)
 
 
+def image_html(b64_png: str | None, image_path: str) -> str:
+    """The page image as an inline ``<img>``, or a note naming ``image_path`` when it is not available."""
+    e = htmllib.escape
+    return (f"<img alt='page' src='data:image/png;base64,{b64_png}'>" if b64_png
+            else f"<p class='none'>(image not available: {e(image_path)})</p>")
+
+
 def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -90,9 +97,7 @@ def build_review(runs: dict[str, EvalRun], out_path: str | Path, image_of: Calla
              "<span style='background:#fdd'>marked</span></span></div>"]
     for s in samples:
         truth = table_html(s.gt_html)
-        img = image_of(s.image_path)
-        img_html = (f"<img alt='page' src='data:image/png;base64,{img}'>" if img
-                    else f"<p class='none'>(image not available: {e(s.image_path)})</p>")
+        img_html = image_html(image_of(s.image_path), s.image_path)
         parts.append(f"<section class='item' data-category='{e(s.category)}' data-source='{e(s.source)}'>"
                      f"<h3>{e(s.key)} - {e(s.category)}, {e(s.source)}</h3><div class='sample'>"
                      f"<div><b>image</b>{img_html}</div><div><b>ground truth</b>{truth}</div>")
