@@ -143,14 +143,20 @@ def step_micro_batches(n: int, config: TrainConfig, step: int,
 
 def padding_fraction(batch_lists: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:
     """Share of the padded token grid (batch x longest sample, summed over micro-batches) that is padding."""
-    grid = sum(len(b) * max(lengths[i] for i in b) for b in batch_lists if b)
-    real = sum(lengths[i] for b in batch_lists for i in b)
-    return 1.0 - real / grid if grid else 0.0
+    return packing_.token_counts(batch_lists, lengths, packed=False)["padding_fraction"]
 
 
 def _padding_batch(batch: Sequence[int]) -> list[int]:
     """A stand-in micro-batch (its samples encoded as ``-1 - i``) that trains nothing: every label is masked."""
     return [-1 - i for i in batch]
+
+
+def _rank_share(lists: list[list[int]], rank: int, world_size: int) -> list[list[int]]:
+    """Micro-batches ``rank, rank + N, ...`` of ``lists``, padded with padding batches so that every process runs
+    the same number of passes (DDP, FSDP and DeepSpeed all synchronise on them)."""
+    mine = lists[rank::world_size]
+    want = math.ceil(len(lists) / world_size)
+    return mine + [_padding_batch(lists[0])] * (want - len(mine)) if lists else []
 
 
 class StepBatchSampler:
@@ -176,14 +182,9 @@ class StepBatchSampler:
         ga = self.config.gradient_accumulation_steps
         return [batches[k:k + ga] for k in range(0, len(batches), ga)]
 
-    def _share(self, lists: list[list[int]]) -> list[list[int]]:
-        mine = lists[self.rank::self.world_size]
-        want = math.ceil(len(lists) / self.world_size)
-        return mine + [_padding_batch(lists[0])] * (want - len(mine))
-
     def __iter__(self):
         for lists in self.steps(self.epoch):
-            yield from self._share(lists)
+            yield from _rank_share(lists, self.rank, self.world_size)
 
     def __len__(self) -> int:
         micro = math.ceil(self.n / self.config.per_device_batch_size)
@@ -232,16 +233,17 @@ def _inner_module(model: Any) -> Any:
 
 
 def answer_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """(summed cross-entropy over answer tokens, number of answer tokens) for one padded batch.
+    """(summed cross-entropy over answer tokens, number of answer tokens) for one padded or packed batch.
 
     The forward goes through ``model`` as given (DDP / FSDP / DeepSpeed wrappers see it); a pre-hook on the
     LM head hands it only the positions that predict an answer token, which skips the image and prompt.
     """
     # a packed batch gets per-sample position ids (the model builds a block-diagonal mask); padded: unchanged
-    batch = packing_.prepare_packed_batch(unwrap_model(_inner_module(model)), batch)
+    base = unwrap_model(_inner_module(model))
+    batch = packing_.prepare_packed_batch(base, batch)
     targets = batch["labels"][:, 1:]
     mask = targets != IGNORE_INDEX
-    head = unwrap_model(_inner_module(model)).get_output_embeddings()
+    head = base.get_output_embeddings()
 
     def answers_only(_module, args):
         return (args[0][:, :-1][mask], *args[1:])
@@ -340,8 +342,8 @@ def eval_loss(model: Any, bundle: ProcessorBundle, records: Sequence[Any], data_
     was_training = model.training
     model.eval()
     total, tokens = 0.0, 0
-    lists = [list(range(i, min(i + batch_size, len(records)))) for i in range(0, len(records), batch_size)]
-    loader = torch.utils.data.DataLoader(_PairDataset(records, Path(data_dir)), batch_sampler=lists,
+    loader = torch.utils.data.DataLoader(_PairDataset(records, Path(data_dir)),
+                                         batch_sampler=_eval_batches(len(records), batch_size, dist_.World()),
                                          collate_fn=_Collator(bundle), num_workers=workers)
     try:
         for batch in loader:
@@ -356,9 +358,7 @@ def eval_loss(model: Any, bundle: ProcessorBundle, records: Sequence[Any], data_
 def _eval_batches(n: int, batch_size: int, world: dist_.World) -> list[list[int]]:
     """This process's eval batches: every N-th, padded so that all processes run the same number."""
     lists = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
-    mine = lists[world.rank::world.size]
-    want = math.ceil(len(lists) / world.size)
-    return mine + [_padding_batch(lists[0])] * (want - len(mine)) if lists else []
+    return _rank_share(lists, world.rank, world.size)
 
 
 # --------------------------------------------------------------------------- progress, logs, checkpoints
@@ -494,13 +494,19 @@ def strategy_options(config: TrainConfig, world_size: int, model: Any = None) ->
     return {"deepspeed": str(DISTRIBUTED_CONFIGS / f"{config.distributed}.json")}
 
 
+def check_accumulation(config: TrainConfig, world_size: int) -> None:
+    """Each of the ``world_size`` processes accumulates ``gradient_accumulation_steps / world_size`` micro-batches,
+    so the effective batch is the same for any number of processes; anything else is refused."""
+    if config.gradient_accumulation_steps % world_size:
+        raise ValueError(f"gradient_accumulation_steps={config.gradient_accumulation_steps} must be a multiple of "
+                         f"the {world_size} processes (WORLD_SIZE), so the effective batch stays the same")
+
+
 def training_arguments(config: TrainConfig, out: Path, total_steps: int, warmup_steps: int, device: torch.device,
                        dtype: torch.dtype, world_size: int = 1, has_eval: bool = False, eval_at_start: bool = False,
                        model: Any = None) -> TrainingArguments:
     """The Trainer's settings for ``config`` (the run folder ``out``; checkpoints under ``out/checkpoints``)."""
-    if config.gradient_accumulation_steps % world_size:
-        raise ValueError(f"gradient_accumulation_steps={config.gradient_accumulation_steps} must be a multiple of "
-                         f"the {world_size} processes, so the effective batch stays the same")
+    check_accumulation(config, world_size)
     others = [r for r in report_targets(config.report_to) if r != "tensorboard"]  # tensorboard: our own writer
     return TrainingArguments(
         output_dir=str(out / CHECKPOINTS),
@@ -563,9 +569,7 @@ def train(
     config = config or load_config()
     world = dist_.current_world()
     # under torchrun the launched world wins (a multi-node job has nnodes x nproc-per-node processes)
-    if world.distributed and config.gradient_accumulation_steps % world.size:
-        raise ValueError(f"gradient_accumulation_steps={config.gradient_accumulation_steps} must be a multiple of "
-                         f"the {world.size} processes (WORLD_SIZE), so the effective batch stays the same")
+    check_accumulation(config, world.size)
     if not world.distributed and config.nproc > 1:
         raise ValueError(f"nproc: {config.nproc} needs {config.nproc} processes: launch with `ocr-ft train --nproc "
                          f"{config.nproc}` or `torchrun --nproc-per-node {config.nproc}` (see the README)")
@@ -631,6 +635,8 @@ def _train(config: TrainConfig, train_records: Sequence[Any], val_records: Seque
     dist_.barrier(world)
     return _run(config, bundle, budget, val_budget, data_dir, out, fingerprint,
                 checkpoints[-1] if checkpoints else None, on_log, device, world)
+
+
 def check_quantization(config: TrainConfig, device: torch.device) -> None:
     """A clear error before any loading when ``quantization: 4bit`` cannot run here."""
     if config.quantization == "none":
